@@ -1,0 +1,5 @@
+"""Entry point for ``python -m pecgateway``."""
+
+from pecgateway.cli import main
+
+raise SystemExit(main())

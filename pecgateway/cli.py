@@ -1,0 +1,200 @@
+"""The command line: the only composition root of pecgateway.
+
+Parses arguments, builds collaborators (config, store, schemas, clock) and hands them to the modules
+that do the work. Exit status: 0 success, 1 the input or the operation failed, 2 usage or configuration.
+Every failure message names the file or setting and says what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pecgateway import __version__
+from pecgateway.errors import ConfigError, MalformedMessage, PecGatewayError
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> int:
+    print(f"pecgateway: {message}", file=sys.stderr)
+    return code
+
+
+def _read_input(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise FileNotFoundError(f"{path}: cannot read the file ({exc.strerror}); check the path") from exc
+
+
+# ---- inspect / validate / unwrap / schemas -------------------------------------------------------
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from pecgateway import classify, report
+
+    path = Path(args.path)
+    data = _read_input(path)
+    node = classify.classify(data, path.name)
+    if args.json:
+        print(json.dumps(report.to_json(node, str(args.path)), ensure_ascii=False, indent=2))
+    else:
+        print(report.render_text(node, str(args.path)))
+    return EXIT_FAILED if node.kind in (classify.Kind.MALFORMED, classify.Kind.UNKNOWN) else EXIT_OK
+
+
+def _schema_dir(args: argparse.Namespace) -> Path:
+    from pecgateway import schema
+
+    if args.schemas:
+        return Path(args.schemas)
+    config_path = args.config or schema.config_path_from_env()
+    if config_path:
+        from pecgateway import config
+
+        return config.load(Path(config_path)).schema_dir
+    return schema.default_dir()
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from pecgateway import schema, validate
+
+    schemas = schema.load(_schema_dir(args))
+    failed = 0
+    for name in args.files:
+        path = Path(name)
+        problems = validate.check(_read_input(path), path.name, schemas)
+        if not problems:
+            print(f"{path}: OK, ready to send to SDI")
+            continue
+        failed += 1
+        print(f"{path}: {len(problems)} problem(s), SDI would reject this file")
+        for problem in problems:
+            where = f"line {problem.line}, column {problem.column}: " if problem.line else ""
+            print(f"  [{problem.code}] {where}{problem.message}")
+            print(f"      fix: {problem.hint}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _cmd_unwrap(args: argparse.Namespace) -> int:
+    from pecgateway import p7m
+
+    source = Path(args.input)
+    try:
+        unwrapped = p7m.unwrap(_read_input(source))
+    except MalformedMessage as exc:
+        return _fail(f"{source}: cannot extract the signed content: {exc.reason}")
+    for warning in unwrapped.warnings:
+        print(f"pecgateway: {source}: note: {warning}", file=sys.stderr)
+    if args.output == "-":
+        sys.stdout.buffer.write(unwrapped.payload)
+        return EXIT_OK
+    target = Path(args.output) if args.output else _default_unwrap_target(source)
+    if target.exists() and not args.force:
+        return _fail(f"{target}: already exists; choose another name with -o or add --force")
+    target.write_bytes(unwrapped.payload)
+    print(f"{target}: {len(unwrapped.payload)} bytes extracted from {len(unwrapped.layers)} layer(s)")
+    return EXIT_OK
+
+
+def _default_unwrap_target(source: Path) -> Path:
+    from pecgateway import filename
+
+    stem = filename.invoice_stem(source.name)
+    if stem == source.name:
+        return source.with_name(source.name + ".payload")
+    return source.with_name(stem + ".xml")
+
+
+def _cmd_schemas_install(args: argparse.Namespace) -> int:
+    from pecgateway import schema
+
+    target = Path(args.target) if args.target else _schema_dir(args)
+    installed = schema.install(Path(args.source), target)
+    for item in installed:
+        print(f"installed {item.role} {item.version}: {target / item.filename}")
+    print(f"{len(installed)} schema file(s) in {target}")
+    return EXIT_OK
+
+
+# ---- run / once / status / check-config (owned by the service) ---------------------------------
+
+
+def _add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Registers run, once, status and check-config."""
+    raise NotImplementedError
+
+
+# ---- parser --------------------------------------------------------------------------------------
+
+
+def _add_core_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("inspect", help="tell what a file is (invoice, p7m, notification, PEC, zip)")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_cmd_inspect)
+
+    p = sub.add_parser("validate", help="run the outbound checks SDI would run on invoice files")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    _add_schema_options(p)
+    p.set_defaults(handler=_cmd_validate)
+
+    p = sub.add_parser("unwrap", help="extract the content of a signed .p7m (any encoding)")
+    p.add_argument("input", metavar="IN")
+    p.add_argument("-o", "--output", metavar="OUT", help="where to write; '-' for stdout")
+    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.set_defaults(handler=_cmd_unwrap)
+
+    p = sub.add_parser("schemas", help="manage the official XSD schemas")
+    schemas_sub = p.add_subparsers(dest="schemas_command", required=True)
+    inst = schemas_sub.add_parser("install", help="copy the official XSDs after checking SHA-256")
+    inst.add_argument("--from", dest="source", required=True, metavar="DIR")
+    inst.add_argument("--to", dest="target", metavar="DIR", help="default: the configured dir")
+    _add_schema_options(inst)
+    inst.set_defaults(handler=_cmd_schemas_install)
+
+
+def _add_schema_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--schemas", metavar="DIR", help="schema directory (default: from the config)")
+    p.add_argument("--config", metavar="FILE", help="configuration file (or $PECGATEWAY_CONFIG)")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pecgateway",
+        description="Send FatturaPA invoices to SDI over PEC and file what comes back.",
+    )
+    parser.add_argument("--version", action="version", version=f"pecgateway {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_core_commands(sub)
+    _add_service_commands(sub)
+    from pecgateway.sandbox import main as sandbox_main
+
+    sandbox_main.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        return _fail(f"configuration: {exc}", EXIT_USAGE)
+    except FileNotFoundError as exc:
+        return _fail(str(exc))
+    except PecGatewayError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
