@@ -1,0 +1,152 @@
+"""Sending one message to the PEC provider's SMTP server (aiosmtplib; imported only here).
+
+Owns the SMTP conversation: implicit TLS or STARTTLS with certificate verification always on, login,
+one message, quit, every step under ``asyncio.timeout``. Converts library failures into
+``TransientError`` (network, timeouts, 4xx, login refused) or ``PermanentSendError`` (5xx on the message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from email.message import EmailMessage
+from typing import Protocol
+
+import aiosmtplib
+
+from pecgateway.errors import PermanentSendError, TransientError
+
+__all__ = ["Endpoint", "check_login", "send", "tls_context"]
+
+
+class Endpoint(Protocol):
+    """The ``[accounts.smtp]`` / ``[accounts.imap]`` settings an adapter needs (see config.py)."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def security(self) -> object: ...  # "tls" | "starttls" (a str or a str-valued Enum)
+    @property
+    def username(self) -> str: ...
+    @property
+    def ca_file(self) -> object: ...  # "" / None for none, or a path
+    @property
+    def timeout_s(self) -> float: ...
+
+
+def tls_context(ca_file: object) -> ssl.SSLContext:
+    """The system trust store plus the extra CA file, if any; hostname checks always on."""
+    context = ssl.create_default_context()
+    if ca_file:
+        context.load_verify_locations(cafile=str(ca_file))
+    return context
+
+
+def security_of(endpoint: Endpoint) -> str:
+    """``"tls"`` or ``"starttls"`` whether the setting is a string or a str-valued Enum."""
+    return str(getattr(endpoint.security, "value", endpoint.security)).lower()
+
+
+async def send(message: EmailMessage, endpoint: Endpoint, *, password: str) -> str:
+    """Sends ``message`` (sender and recipients from its headers); returns the server's reply.
+
+    Raises ``TransientError`` when trying again later may help, ``PermanentSendError`` when the server
+    refused the message for good (its code and words are kept).
+    """
+    client = _client(endpoint)
+    where = f"SMTP {endpoint.host}:{endpoint.port}"
+    try:
+        await _login(client, endpoint, password)
+        async with asyncio.timeout(endpoint.timeout_s):
+            _refused, reply = await client.send_message(message)
+    except aiosmtplib.SMTPRecipientsRefused as exc:
+        raise _from_response(where, exc.recipients[0]) from exc
+    except aiosmtplib.SMTPResponseException as exc:
+        raise _from_response(where, exc) from exc
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        raise _transient(where, exc) from exc
+    finally:
+        await _quit(client, endpoint.timeout_s)
+    return reply
+
+
+async def check_login(endpoint: Endpoint, *, password: str) -> None:
+    """Connects and logs in, then quits; raises ``TransientError`` saying what went wrong."""
+    client = _client(endpoint)
+    where = f"SMTP {endpoint.host}:{endpoint.port}"
+    try:
+        await _login(client, endpoint, password)
+    except aiosmtplib.SMTPResponseException as exc:
+        raise TransientError(f"{where}: {exc.code} {exc.message}") from exc
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        raise _transient(where, exc) from exc
+    finally:
+        await _quit(client, endpoint.timeout_s)
+
+
+def _client(endpoint: Endpoint) -> aiosmtplib.SMTP:
+    security = security_of(endpoint)
+    return aiosmtplib.SMTP(
+        hostname=endpoint.host,
+        port=endpoint.port,
+        use_tls=security == "tls",
+        start_tls=security == "starttls",
+        tls_context=tls_context(endpoint.ca_file),
+        timeout=endpoint.timeout_s,
+    )
+
+
+async def _login(client: aiosmtplib.SMTP, endpoint: Endpoint, password: str) -> None:
+    async with asyncio.timeout(endpoint.timeout_s):
+        await client.connect()
+    if endpoint.username:
+        try:
+            async with asyncio.timeout(endpoint.timeout_s):
+                await client.login(endpoint.username, password)
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            # a refused login is the account's trouble, not the invoice's: retry later
+            reason = f"login as {endpoint.username} refused: {exc.code} {exc.message}"
+            raise TransientError(reason, subject=f"SMTP {endpoint.host}:{endpoint.port}") from exc
+
+
+async def _quit(client: aiosmtplib.SMTP, timeout_s: float) -> None:
+    if not client.is_connected:
+        return
+    try:
+        async with asyncio.timeout(timeout_s):
+            await client.quit()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        client.close()  # the message's fate is already decided; drop the connection
+
+
+def _from_response(where: str, exc: aiosmtplib.SMTPResponseException) -> Exception:
+    words = f"{exc.code} {exc.message}".strip()
+    if 500 <= exc.code < 600:
+        return PermanentSendError(
+            f"the server refused the message: {words}", smtp_code=exc.code, subject=where
+        )
+    return TransientError(f"the server asked to try again later: {words}", subject=where)
+
+
+def _transient(where: str, exc: BaseException) -> TransientError:
+    untrusted = _certificate_error(exc)
+    if untrusted is not None:
+        hint = "; if the server uses a private CA, set ca_file to its PEM"
+        return TransientError(
+            f"certificate not trusted: {untrusted.verify_message}{hint}", subject=where
+        )
+    if isinstance(exc, TimeoutError):
+        return TransientError("no answer in time (timeout_s)", subject=where)
+    detail = str(exc) or type(exc).__name__
+    return TransientError(f"connection failed: {detail}", subject=where)
+
+
+def _certificate_error(exc: BaseException | None) -> ssl.SSLCertVerificationError | None:
+    """The certificate failure behind ``exc`` (aiosmtplib wraps it in SMTPConnectError)."""
+    while exc is not None:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
