@@ -105,12 +105,20 @@ def root_type(local_name: str) -> NotificationType | None:
 # ---------------------------------------------------------------- reading the tree
 
 
-def _tree(data: bytes, warnings: list[str]) -> etree._Element:
+def _decoded(data: bytes, warnings: list[str]) -> bytes:
     try:
         text, repairs = decode_text(data)
     except MalformedMessage as exc:
         raise MalformedMessage(f"not an SDI notification: {exc.reason}") from exc
+    except (ValueError, LookupError) as exc:  # a decoder fault must not escape: parse as given
+        warnings.append(f"encoding could not be checked ({exc}); parsed as given")
+        return data.lstrip(b"\xef\xbb\xbf \t\r\n\x00")
     warnings.extend(repairs)
+    return text
+
+
+def _tree(data: bytes, warnings: list[str]) -> etree._Element:
+    text = _decoded(data, warnings)
     try:
         return safexml.parse(text)
     except MalformedMessage as strict_error:
