@@ -1,0 +1,228 @@
+"""The guided demo behind `make demo`: the sandbox and the gateway, invoices flowing end to end.
+
+Starts `pecgateway sandbox` and `pecgateway run` as child processes, drops sample invoices made by
+pecgateway into the outbox (valid B2B, valid PA, one that fails our checks, one that SDI rejects),
+has SDI deliver a supplier's signed invoice, then shows the status and the inbox folder. Only the
+public commands are used, exactly as a person would use them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
+
+from pecgateway import sample
+from pecgateway.sandbox.ca import SandboxCA
+
+__all__ = ["main"]
+
+_SETTLED = {
+    "rejected",
+    "sdi-rejected",
+    "sdi-delivered",
+    "sdi-not-delivered",
+    "pa-accepted",
+    "pa-refused",
+    "pa-expired",
+    "attested",
+    "not-accepted",
+    "pec-error",
+}
+
+
+def _say(text: str) -> None:
+    print(f"\n==> {text}", flush=True)
+
+
+def _pecgateway(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pecgateway", *args]
+
+
+def _sample_invoices() -> dict[str, bytes]:
+    """The four files dropped into the outbox, by the name the legacy software would give them."""
+    b2b = sample.fpr12(progressivo_invio="00001", numero="2026/101", data="2026-12-01")
+    pa = sample.fpa12(progressivo_invio="00002", numero="2026/102", data="2026-12-01")
+    # Same seller, year, number and type as the B2B one: SDI refuses it as a duplicate (00404).
+    duplicate = sample.fpr12(progressivo_invio="00003", numero="2026/101", data="2026-12-02")
+    # Saved with a byte-order mark and a control character: our checks stop it before SDI sees it.
+    broken = b"\xef\xbb\xbf" + sample.fpr12(progressivo_invio="00004", numero="2026/104").replace(
+        b"Consulenza informatica", b"Consulenza\x1b informatica"
+    )
+    return {
+        sample.file_name(progressivo="00001"): b2b,
+        sample.file_name(progressivo="00002"): pa,
+        sample.file_name(progressivo="00003"): duplicate,
+        sample.file_name(progressivo="00004"): broken,
+    }
+
+
+def _supplier_invoice(directory: Path, ca_dir: Path) -> Path:
+    """A supplier's invoice to us, signed (CAdES, .xml.p7m) with the sandbox supplier's key."""
+    xml = sample.fpr12(
+        transmitter="IT09876543210",
+        progressivo_invio="A0001",
+        seller=sample.BUYER_B2B,
+        buyer=sample.SELLER,
+        numero="F-778",
+        data="2026-11-28",
+    )
+    pair = SandboxCA.load_or_create(ca_dir).supplier
+    signed = (
+        pkcs7.PKCS7SignatureBuilder()
+        .set_data(xml)
+        .add_signer(pair.certificate, pair.private_key, hashes.SHA256())
+        .sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
+    )
+    target = directory / "IT09876543210_A0001.xml.p7m"
+    target.write_bytes(signed)
+    return target
+
+
+@contextlib.contextmanager
+def _child(name: str, argv: Sequence[str], log_path: Path, ready: str | None) -> Iterator[None]:
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
+    try:
+        if ready is not None:
+            _wait_for_line(proc, ready, name, log_path)
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_for_line(proc: subprocess.Popen[bytes], expected: str, name: str, log: Path) -> None:
+    for raw in proc.stdout or ():
+        if raw.decode(errors="replace").strip() == expected:
+            return
+    raise SystemExit(f"{name} stopped before it was ready; see {log}")
+
+
+def _status(config: Path) -> dict[str, object]:
+    out = subprocess.run(
+        _pecgateway("status", "--config", str(config), "--json"),
+        capture_output=True,
+        check=True,
+    )
+    result: dict[str, object] = json.loads(out.stdout)
+    return result
+
+
+def _wait_until_settled(config: Path, expected_files: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = _status(config)
+        outgoing = status.get("outgoing")
+        incoming = status.get("incoming")
+        if not isinstance(outgoing, list) or not isinstance(incoming, list):
+            raise SystemExit(f"pecgateway status printed an unexpected object: {status}")
+        states = [item["state"] for item in outgoing]
+        if len(states) >= expected_files and all(s in _SETTLED for s in states) and incoming:
+            return
+        time.sleep(1.0)
+    print("(some invoices are still on their way; the status below is a snapshot)")
+
+
+def _show_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.name.startswith("."):
+            print(f"  {path.relative_to(root.parent)}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    demo = Path(args.dir).resolve()
+    demo.mkdir(parents=True, exist_ok=True)
+    schemas = demo / "schemas"
+    _say(f"Installing the official XSD schemas from {args.schemas_from}")
+    subprocess.run(
+        _pecgateway("schemas", "install", "--from", args.schemas_from, "--to", str(schemas)),
+        check=True,
+    )
+    _say("Starting the sandbox: Dovecot (IMAP), the PEC provider (SMTP) and the SDI simulator")
+    sandbox = _pecgateway("sandbox", "--dir", str(demo), "--schemas", str(schemas))
+    with _child("the sandbox", sandbox, demo / "sandbox.stderr.log", "ready"):
+        config = demo / "pecgateway.toml"
+        print(f"  configuration written to {config}")
+        _say("Starting the gateway: pecgateway run --config " + str(config))
+        service = _pecgateway("run", "--config", str(config))
+        with _child("the gateway", service, demo / "gateway.log", None):
+            _drop_and_deliver(demo, config)
+            _wait_until_settled(config, expected_files=4, timeout_s=args.timeout)
+            _report(demo, config)
+            if args.linger:
+                _linger(demo, config)
+    return 0
+
+
+def _drop_and_deliver(demo: Path, config: Path) -> None:
+    outbox = demo / "outbox"
+    outbox.mkdir(exist_ok=True)
+    _say(f"Dropping four invoices into {outbox}")
+    for name, data in _sample_invoices().items():
+        tmp = outbox / f".{name}.tmp"
+        tmp.write_bytes(data)
+        tmp.rename(outbox / name)
+        print(f"  {name}")
+    _say("A supplier sends us a signed invoice through SDI")
+    supplier = _supplier_invoice(demo, _ca_dir(demo))
+    subprocess.run(
+        _pecgateway("sandbox", "deliver", "--dir", str(demo), str(supplier)),
+        check=True,
+    )
+
+
+def _ca_dir(demo: Path) -> Path:
+    info = json.loads((demo / "sandbox.json").read_text())
+    return Path(info["ca_cert"]).parent
+
+
+def _report(demo: Path, config: Path) -> None:
+    _say("What the gateway knows (pecgateway status)")
+    subprocess.run(_pecgateway("status", "--config", str(config)), check=False)
+    _say("The inbox folder")
+    _show_tree(demo / "inbox")
+    _say("Files our checks refused (outbox/rejected)")
+    _show_tree(demo / "outbox" / "rejected")
+
+
+def _linger(demo: Path, config: Path) -> None:
+    _say("The sandbox and the gateway are still running.")
+    print(f"  Drop your own invoice files into {demo / 'outbox'} and watch them flow:")
+    print(f"    pecgateway status --config {config}")
+    print("  Press Ctrl-C to stop.")
+    with contextlib.suppress(KeyboardInterrupt):
+        signal.pause()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pecgateway.sandbox.demo", description=__doc__)
+    parser.add_argument("--dir", default="demo", help="where the demo lives (default: ./demo)")
+    parser.add_argument("--schemas-from", required=True, help="directory holding the official XSDs")
+    parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for SDI")
+    parser.add_argument(
+        "--linger",
+        action=argparse.BooleanOptionalAction,
+        default=sys.stdin.isatty() and os.environ.get("CI") is None,
+        help="keep running after the scripted part (default: when run from a terminal)",
+    )
+    return _run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
