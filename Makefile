@@ -1,11 +1,25 @@
-# pecgateway: the developer's commands. `make check` is what CI runs (through .ci/run).
-PYTHON ?= python3.11
+# pecgateway: the developer's and the demo's commands. `make check` is what CI runs (through .ci/run).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SCHEMAS_FROM ?= ../shared/corpus/xsd
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := dovecot-imapd dovecot-lmtpd openssl python3-venv
 export PECGATEWAY_TEST_SCHEMAS ?= $(abspath $(SCHEMAS_FROM))
 
-.PHONY: venv test lint typecheck check demo bench clean
+.PHONY: system-deps venv test lint typecheck check demo bench clean
+
+# Debian packages the sandbox and the tests need (Dovecot is the sandbox's IMAP server).
+system-deps:
+	@missing=""; \
+	command -v dovecot >/dev/null 2>&1 || missing="$$missing dovecot-imapd dovecot-lmtpd"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +36,7 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-test: venv
+test: system-deps venv
 	$(PY) -m coverage run -m pytest -q -p no:cacheprovider
 	$(PY) -m coverage report --fail-under=85
 
@@ -31,7 +45,7 @@ check: lint typecheck test
 bench: venv
 	$(PY) bench/run.py
 
-demo: venv
+demo: system-deps venv
 	$(PY) -m pecgateway.sandbox.demo --dir demo --schemas-from "$(SCHEMAS_FROM)"
 
 clean:
