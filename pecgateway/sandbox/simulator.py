@@ -1,0 +1,555 @@
+"""The sandbox's SDI: what SDI answers to a file received over PEC, and how it delivers invoices.
+
+Owns SDI's decisions (address assignment, the file checks, the outcome per flow) and its memory
+(assigned addresses, used names, accepted invoices, counters), persisted as JSON when asked. Returns
+SDI's inner messages with their delays; the PEC envelope, the timing and the mailbox belong to others.
+
+Outcome rules for a file that passes the checks (the README quotes this table):
+
+| flow | CodiceDestinatario                      | SDI answers (delays: SimulatorConfig)           |
+|------|-----------------------------------------|-------------------------------------------------|
+| B2B  | not 0000000, or a PECDestinatario given | RC                                              |
+| B2B  | 0000000 and no PECDestinatario          | MC (RicevutaImpossibilitaRecapito); then RC     |
+|      |                                         | after ``rc_after_mc_s`` when that is set        |
+| PA   | 999999                                  | MC, then AT (``_AT_nnn.zip``) after at_delay_s  |
+| PA   | ending in R                             | RC, then NE EC02 (refused), pa_outcome_delay_s  |
+| PA   | ending in X                             | RC, then DT (no answer) after dt_delay_s        |
+| PA   | anything else                           | RC, then NE EC01 (accepted), pa_outcome_delay_s |
+
+Checks in order, first failure wins (one NS per file): 00001 invalid name; 00002 name already used
+(same stem, any case or extension); 00003 over 5 MB; 00106 empty file; 00102 a ``.p7m`` that is not
+a readable CAdES envelope; 00200 not well formed, not an invoice or not schema-valid; 00427
+CodiceDestinatario length wrong for the format; 00404 same seller, year, number and type as an
+accepted invoice (an EC02 refusal frees them again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage, Message
+from email.utils import format_datetime, make_msgid, parseaddr
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from pecgateway import filename, invoice, p7m
+from pecgateway.errors import MalformedMessage
+from pecgateway.sandbox import notification as nt
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
+    from pecgateway.schema import SchemaSet
+
+__all__ = ["FIRST_ADDRESS", "SDI_DOMAIN", "Outgoing", "SdiSimulator", "SimulatorConfig"]
+
+SDI_DOMAIN = "pec.fatturapa.it"
+FIRST_ADDRESS = f"sdi01@{SDI_DOMAIN}"
+_SUBJECTS = {
+    "RC": "Ricevuta di consegna",
+    "NS": "Notifica di scarto",
+    "MC": "Notifica di mancata consegna",
+    "NE": "Notifica di esito",
+    "DT": "Notifica di decorrenza termini",
+    "AT": "Attestazione di avvenuta trasmissione della fattura con impossibilità di recapito",
+}
+_TEXTS = {
+    "RC": "e' stato consegnato al destinatario. In allegato la ricevuta di consegna.",
+    "NS": "e' stato scartato. In allegato la notifica di scarto con i motivi.",
+    "MC": "non e' stato recapitato al destinatario: sono in corso ulteriori tentativi. "
+    "Se ha gia' ricevuto la ricevuta di consegna, ignori questa notifica.",
+    "NE": "ha ricevuto l'esito del committente. In allegato la notifica di esito.",
+    "DT": "non ha ricevuto esito dal committente nei termini. In allegato la notifica.",
+    "AT": "e' stato trasmesso ma non recapitato. In allegato l'attestazione con la fattura.",
+}
+_MC_B2B = "La fattura e' a disposizione del cessionario/committente nella sua area riservata."
+_ERRORS = {
+    "00001": ("Nome file non valido", "Usare <IdPaese><IdCodice>_<progressivo>.xml[.p7m]"),
+    "00002": ("Nome file duplicato", "Usare un progressivo mai usato prima"),
+    "00003": ("Le dimensioni del file superano quelle ammesse (5 MB)", "Ridurre il file"),
+    "00106": ("File vuoto o corrotto", "Inviare di nuovo il file"),
+    "00102": ("File non integro (firma non valida)", "Firmare di nuovo il file (CAdES-BES)"),
+    "00200": ("File non conforme al formato", "Correggere il file e inviarlo con un nuovo nome"),
+    "00427": ("CodiceDestinatario di lunghezza non coerente con FormatoTrasmissione", ""),
+    "00404": ("Fattura duplicata", "La fattura risulta gia' trasmessa e non scartata"),
+}
+_ROME = ZoneInfo("Europe/Rome")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message SDI sends ``delay_s`` seconds after the call that produced it."""
+
+    delay_s: float
+    sender: str  # sdiNN@pec.fatturapa.it
+    message: EmailMessage  # SDI's inner message (the PEC envelope is added by SDI's provider)
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorConfig:
+    """Delays in seconds (tests: 0, demo: a few) and the optional B2B RC after an MC."""
+
+    answer_delay_s: float = 0.0
+    pa_outcome_delay_s: float = 0.0
+    dt_delay_s: float = 0.0
+    at_delay_s: float = 0.0
+    rc_after_mc_s: float | None = None
+    max_file_bytes: int = 5 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class _State:
+    assigned: dict[str, str]
+    used_names: set[str]
+    accepted: set[tuple[str, ...]]
+    last_identificativo_sdi: int = 10_000_000
+    last_message_id: int = 50_000_000
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "assigned": self.assigned,
+            "used_names": sorted(self.used_names),
+            "accepted": sorted(list(key) for key in self.accepted),
+            "last_identificativo_sdi": self.last_identificativo_sdi,
+            "last_message_id": self.last_message_id,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> _State:
+        return cls(
+            dict(data.get("assigned", {})),
+            set(data.get("used_names", [])),
+            {tuple(key) for key in data.get("accepted", [])},
+            int(data.get("last_identificativo_sdi", 10_000_000)),
+            int(data.get("last_message_id", 50_000_000)),
+        )
+
+
+@dataclass(slots=True)
+class _File:
+    """One received file and what SDI knows of it while answering."""
+
+    name: str
+    data: bytes
+    header: nt.Header
+    stem: str
+    address: str
+    recipient: str
+    received: datetime
+    counter: int = 0
+    facts: invoice.Invoice | None = None
+
+
+def _address(value: str) -> str:
+    return parseaddr(value)[1].strip().lower()
+
+
+def _candidate_address(sender: str) -> str:
+    """sdi02 ... sdi99, stable for a sender (a hash, so every sandbox agrees)."""
+    number = 2 + int(hashlib.sha256(sender.encode()).hexdigest(), 16) % 98
+    return f"sdi{number:02d}@{SDI_DOMAIN}"
+
+
+def _errore(codice: str, detail: str | None = None) -> nt.Errore:
+    descrizione, suggerimento = _ERRORS[codice]
+    return nt.Errore(codice, f"{descrizione}: {detail}" if detail else descrizione, suggerimento)
+
+
+def _attachments(message: Message) -> list[tuple[str, bytes]]:
+    found = []
+    for part in message.walk():
+        name = part.get_filename()
+        if name is None or part.is_multipart():
+            continue
+        payload = part.get_payload(decode=True)
+        found.append((name, payload if isinstance(payload, bytes) else b""))
+    return found
+
+
+def _keys(facts: invoice.Invoice) -> set[tuple[str, ...]]:
+    seller = facts.seller.vat or facts.seller.codice_fiscale or ""
+    return {
+        (seller, (doc.data or "")[:4], doc.numero or "", doc.tipo_documento or "")
+        for doc in facts.documents
+    }
+
+
+class SdiSimulator:
+    """SDI behind ``sdi01@pec.fatturapa.it``: checks each file and answers like SDI (module doc)."""
+
+    def __init__(
+        self,
+        *,
+        signer: nt.XadesSigner,
+        schemas: SchemaSet | None,
+        config: SimulatorConfig,
+        log: FilteringBoundLogger | None = None,
+        state_path: Path | None = None,
+    ) -> None:
+        self._signer = signer
+        self._schemas = schemas
+        self._config = config
+        self._log: Any = log if log is not None else structlog.get_logger("sdi")
+        self._state_path = state_path
+        self._state = _State({}, set(), set())
+        if state_path is not None and state_path.exists():
+            self._state = _State.from_json(json.loads(state_path.read_text(encoding="utf-8")))
+
+    # ---- memory --------------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        if self._state_path is None:
+            return
+        temporary = self._state_path.with_name(self._state_path.name + ".tmp")
+        temporary.write_text(json.dumps(self._state.to_json(), indent=1), encoding="utf-8")
+        temporary.replace(self._state_path)
+
+    def _next_identificativo(self) -> str:
+        self._state.last_identificativo_sdi += 1
+        return str(self._state.last_identificativo_sdi)
+
+    def _next_message_id(self) -> str:
+        self._state.last_message_id += 1
+        return str(self._state.last_message_id)
+
+    def address_for(self, user: str) -> str:
+        """The sdiNN address assigned to ``user``, or the one SDI would assign on its first answer."""
+        user = _address(user)
+        return self._state.assigned.get(user) or _candidate_address(user)
+
+    # ---- receiving -----------------------------------------------------------------------------
+
+    def receive(
+        self, *, sender: str, recipient: str, message: Message, identificativo: str, now: datetime
+    ) -> list[Outgoing]:
+        """SDI's answers to one PEC message from ``sender`` (one outcome per attached file)."""
+        user, to = _address(sender), _address(recipient)
+        files = _attachments(message)
+        self._log.info("sdi_received", sender=user, recipient=to, files=[n for n, _ in files])
+        expected = self._state.assigned.get(user, FIRST_ADDRESS)
+        if to != expected:
+            self._log.warning(
+                "sdi_ignored_wrong_address",
+                sender=user,
+                expected=expected,
+                got=to,
+                reason="SDI answers only files sent to the address it assigned to the sender",
+            )
+            return []
+        if not files:
+            self._log.warning("sdi_ignored_no_file", sender=user, reason="no attachment")
+            return []
+        address = self._assign(user)
+        outgoing = [
+            out
+            for name, data in files
+            for out in self._answer(self._file(name, data, user, address, identificativo, now))
+        ]
+        self._save()
+        return sorted(outgoing, key=lambda out: out.delay_s)
+
+    def _assign(self, user: str) -> str:
+        if user not in self._state.assigned:
+            self._state.assigned[user] = _candidate_address(user)
+            self._log.info("sdi_assigned_address", sender=user, address=self._state.assigned[user])
+        return self._state.assigned[user]
+
+    def _file(
+        self, name: str, data: bytes, user: str, address: str, pec_id: str, now: datetime
+    ) -> _File:
+        header = nt.Header(
+            identificativo_sdi=self._next_identificativo(),
+            nome_file=name[:50],
+            message_id="",
+            pec_message_id=pec_id,
+            data_ora_ricezione=now,
+            hash=hashlib.sha256(data).hexdigest(),
+        )
+        stem = _UNSAFE.sub("_", filename.invoice_stem(name))[:36] or "file"
+        return _File(name, data, header, stem, address, user, now)
+
+    def _answer(self, file: _File) -> list[Outgoing]:
+        problem = self._check(file)
+        if problem is not None:
+            self._log.warning(
+                "sdi_rejected",
+                file=file.name,
+                identificativo_sdi=file.header.identificativo_sdi,
+                codice=problem.codice,
+                reason=problem.descrizione,
+            )
+            facts = file.facts or _read_invoice(file.data)
+            flow = facts.flow if facts else "B2B"
+            xml = nt.build_ns(self._header(file, 0.0), flow=flow, errori=[problem])
+            return [self._notify(file, "NS", xml, self._config.answer_delay_s)]
+        assert file.facts is not None
+        self._state.accepted |= _keys(file.facts)
+        if file.facts.flow == "PA":
+            return self._answer_pa(file, file.facts)
+        return self._answer_b2b(file, file.facts)
+
+    # ---- checks --------------------------------------------------------------------------------
+
+    def _check(self, file: _File) -> nt.Errore | None:
+        checks: list[Callable[[_File], nt.Errore | None]] = [
+            self._check_name,
+            self._check_size,
+            self._check_content,
+            self._check_codice,
+            self._check_duplicate,
+        ]
+        for check in checks:
+            problem = check(file)
+            if problem is not None:
+                return problem
+        return None
+
+    def _check_name(self, file: _File) -> nt.Errore | None:
+        if filename.parse_invoice_name(file.name, strict=True) is None:
+            return _errore("00001", file.name)
+        key = filename.invoice_stem(file.name).lower()
+        if key in self._state.used_names:
+            return _errore("00002", file.name)
+        self._state.used_names.add(key)
+        return None
+
+    def _check_size(self, file: _File) -> nt.Errore | None:
+        if len(file.data) > self._config.max_file_bytes:
+            return _errore("00003", f"{len(file.data)} byte")
+        return _errore("00106") if not file.data.strip() else None
+
+    def _check_content(self, file: _File) -> nt.Errore | None:
+        payload = file.data
+        if file.name.lower().endswith((".p7m", ".pk7")):
+            try:
+                unwrapped = p7m.unwrap(file.data)
+            except MalformedMessage as exc:
+                return _errore("00102", exc.reason)
+            if not unwrapped.signed:
+                return _errore("00102", "il file .p7m non contiene una busta CAdES")
+            payload = unwrapped.payload
+        try:
+            file.facts = invoice.parse(payload)
+        except MalformedMessage as exc:
+            return _errore("00200", exc.reason)
+        return self._check_schema(file, payload)
+
+    def _check_schema(self, file: _File, payload: bytes) -> nt.Errore | None:
+        if self._schemas is None:
+            return None
+        from pecgateway import validate  # lands separately; only needed when schemas are given
+
+        problems = validate.check(payload, file.stem + ".xml", self._schemas)
+        if not problems:
+            return None
+        first = problems[0]
+        where = f" (riga {first.line})" if first.line else ""
+        return _errore("00200", f"{first.message}{where}")
+
+    def _check_codice(self, file: _File) -> nt.Errore | None:
+        facts = file.facts
+        assert facts is not None
+        codice = facts.codice_destinatario or ""
+        wanted = 6 if facts.format == "FPA12" else 7
+        if facts.format in ("FPA12", "FPR12") and len(codice) != wanted:
+            return _errore("00427", f"{codice!r} per {facts.format}: attesi {wanted} caratteri")
+        return None
+
+    def _check_duplicate(self, file: _File) -> nt.Errore | None:
+        assert file.facts is not None
+        clash = _keys(file.facts) & self._state.accepted
+        if clash:
+            seller, anno, numero, tipo = min(clash)
+            return _errore("00404", f"{tipo} numero {numero} del {anno} di {seller}")
+        return None
+
+    # ---- outcomes ------------------------------------------------------------------------------
+
+    def _answer_b2b(self, file: _File, facts: invoice.Invoice) -> list[Outgoing]:
+        delay = self._config.answer_delay_s
+        codice = facts.codice_destinatario or "0000000"
+        if codice != "0000000" or facts.pec_destinatario:
+            return [self._rc(file, "B2B", codice, delay)]
+        self._log.info("sdi_not_delivered", file=file.name, reason="0000000 without PEC")
+        xml = nt.build_mc(self._header(file, delay), flow="B2B", descrizione=_MC_B2B)
+        answers = [self._notify(file, "MC", xml, delay)]
+        if self._config.rc_after_mc_s is not None:
+            answers.append(self._rc(file, "B2B", codice, delay + self._config.rc_after_mc_s))
+        return answers
+
+    def _answer_pa(self, file: _File, facts: invoice.Invoice) -> list[Outgoing]:
+        config, codice = self._config, facts.codice_destinatario or "999999"
+        delay = config.answer_delay_s
+        if codice == "999999":
+            self._log.info("sdi_not_delivered", file=file.name, reason="codice ufficio 999999")
+            xml = nt.build_mc(
+                self._header(file, delay), flow="PA", descrizione="Destinatario non raggiungibile"
+            )
+            return [self._notify(file, "MC", xml, delay), self._at(file, codice, delay)]
+        answers = [self._rc(file, "PA", codice, delay)]
+        if codice.endswith("X"):
+            at = delay + config.dt_delay_s
+            self._log.info("sdi_terms_expired", file=file.name, after_s=at)
+            xml = nt.build_dt(self._header(file, at), **self._riferimento(facts))
+            return [*answers, self._notify(file, "DT", xml, at)]
+        esito = "EC02" if codice.endswith("R") else "EC01"
+        if esito == "EC02":
+            self._state.accepted -= _keys(facts)
+        at = delay + config.pa_outcome_delay_s
+        self._log.info("sdi_outcome", file=file.name, esito=esito, after_s=at)
+        xml = nt.build_ne(self._header(file, at), esito=esito, **self._riferimento(facts))
+        return [*answers, self._notify(file, "NE", xml, at)]
+
+    @staticmethod
+    def _riferimento(facts: invoice.Invoice) -> dict[str, str | None]:
+        doc = facts.documents[0] if facts.documents else None
+        numero = doc.numero if doc and doc.numero and doc.numero.isascii() else None
+        anno = (doc.data or "")[:4] if doc else ""
+        return {"numero_fattura": numero, "anno_fattura": anno if anno.isdigit() else None}
+
+    def _rc(self, file: _File, flow: str, codice: str, delay: float) -> Outgoing:
+        self._log.info("sdi_delivered", file=file.name, codice_destinatario=codice, after_s=delay)
+        xml = nt.build_rc(
+            self._header(file, delay),
+            flow=flow,
+            data_ora_consegna=file.received + timedelta(seconds=delay),
+            codice_destinatario=codice,
+            descrizione_destinatario=f"Destinatario {codice}",
+        )
+        return self._notify(file, "RC", xml, delay)
+
+    def _at(self, file: _File, codice: str, mc_delay: float) -> Outgoing:
+        delay = mc_delay + self._config.at_delay_s
+        self._log.info("sdi_attested", file=file.name, after_s=delay)
+        header = self._header(file, delay)
+        file.counter += 1
+        at_name = f"{file.stem}_AT_{file.counter:03d}"
+        at_xml = self._signer.sign(
+            nt.build_at(header, codice_destinatario=codice, descrizione_destinatario="PA di prova"),
+            signing_time=file.received + timedelta(seconds=delay),
+        )
+        archive = nt.build_at_zip(
+            at_name=at_name + ".xml", at_xml=at_xml, invoice_name=file.name, invoice=file.data
+        )
+        message = self._message(file, "AT", [(at_name + ".zip", archive, "base64")], delay)
+        return Outgoing(delay, file.address, message)
+
+    def _header(self, file: _File, delay: float) -> nt.Header:
+        base = file.header
+        return nt.Header(
+            base.identificativo_sdi,
+            base.nome_file,
+            self._next_message_id(),
+            base.pec_message_id,
+            base.data_ora_ricezione,
+            base.hash,
+        )
+
+    def _notify(self, file: _File, kind: str, xml: bytes, delay: float) -> Outgoing:
+        signed = self._signer.sign(xml, signing_time=file.received + timedelta(seconds=delay))
+        file.counter += 1
+        name = f"{file.stem}_{kind}_{file.counter:03d}.xml"
+        message = self._message(file, kind, [(name, signed, "quoted-printable")], delay)
+        return Outgoing(delay, file.address, message)
+
+    def _message(
+        self, file: _File, kind: str, parts: list[tuple[str, bytes, str]], delay: float
+    ) -> EmailMessage:
+        identificativo = file.header.identificativo_sdi
+        text = (
+            f"Il file {file.header.nome_file}, ricevuto con identificativo {identificativo}, "
+            f"{_TEXTS[kind]}\n\nPer i prossimi invii utilizzare l'indirizzo {file.address} "
+            "fino a nuova comunicazione.\n\n(Sistema di Interscambio simulato dal sandbox di "
+            "pecgateway: nessun documento fiscale reale.)\n"
+        )
+        subject = f"{_SUBJECTS[kind]} {identificativo}"
+        when = file.received + timedelta(seconds=delay)
+        return _compose(file.address, file.recipient, subject, when, parts, text)
+
+    # ---- delivering supplier invoices ----------------------------------------------------------
+
+    def deliver_invoice(
+        self, *, recipient: str, file_name: str, data: bytes, now: datetime
+    ) -> Outgoing:
+        """A supplier's invoice as SDI delivers it: ``Invio File <IdSdI>`` with the file and its MT."""
+        user = _address(recipient)
+        facts = _read_invoice(data)
+        flow = facts.flow if facts else "B2B"
+        codice = facts.codice_destinatario if facts else None
+        identificativo = self._next_identificativo()
+        metadata = nt.build_mt(
+            flow=flow,
+            identificativo_sdi=identificativo,
+            nome_file=file_name[:50],
+            hash=hashlib.sha256(data).hexdigest(),
+            codice_destinatario=codice
+            if codice and re.fullmatch(r"[A-Z0-9]{6,7}", codice)
+            else "0000000",
+            formato=facts.format if facts else "FPR12",
+            message_id=self._next_message_id(),
+        )
+        stem = _UNSAFE.sub("_", filename.invoice_stem(file_name))[:36] or "file"
+        binary = file_name.lower().endswith((".p7m", ".pk7"))
+        parts = [
+            (f"{stem}_MT_001.xml", metadata, "7bit"),
+            (file_name, data, "base64" if binary else "quoted-printable"),
+        ]
+        text = (
+            f"Invio file {file_name}, con identificativo {identificativo}. In allegato il file "
+            "contenente la fattura ed il file contenente i metadati.\n"
+        )
+        address = self.address_for(user)
+        message = _compose(address, user, f"Invio File {identificativo}", now, parts, text)
+        self._log.info("sdi_invoice_delivered", file=file_name, recipient=user, sender=address)
+        self._save()
+        return Outgoing(0.0, address, message)
+
+
+def _read_invoice(data: bytes) -> invoice.Invoice | None:
+    try:
+        payload = p7m.unwrap(data).payload if p7m.looks_like_envelope(data) else data
+        return invoice.parse(payload)
+    except MalformedMessage:
+        return None
+
+
+def _compose(
+    sender: str,
+    to: str,
+    subject: str,
+    when: datetime,
+    parts: list[tuple[str, bytes, str]],
+    text: str,
+) -> EmailMessage:
+    """SDI's inner message: the files first, then a short text/plain, like the real ones."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = format_datetime(
+        (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(_ROME)
+    )
+    message["Message-ID"] = make_msgid(domain=SDI_DOMAIN)
+    message["X-TipoRicevuta"] = "breve"
+    message["MIME-Version"] = "1.0"
+    message.make_mixed()
+    for name, data, cte in parts:
+        part = EmailMessage()
+        part.set_content(
+            data, "application", "octet-stream", filename=name, cte=cte, params={"name": name}
+        )
+        del part["MIME-Version"]
+        message.attach(part)
+    body = EmailMessage()
+    body.set_content(text, charset="utf-8")
+    del body["MIME-Version"]
+    message.attach(body)
+    return message
