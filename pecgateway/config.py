@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Mapping
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pecgateway.errors import ConfigError
 from pecgateway.sink import Language
 
 __all__ = [
+    "DEFAULT_SCHEMA_DIR",
     "DEFAULT_SDI_ADDRESS",
+    "DEFAULT_STORE_PATH",
     "Account",
     "Config",
     "ImapConfig",
@@ -29,6 +34,64 @@ __all__ = [
 ]
 
 DEFAULT_SDI_ADDRESS = "sdi01@pec.fatturapa.it"
+DEFAULT_STORE_PATH = "/var/lib/pecgateway/pecgateway.sqlite3"
+DEFAULT_SCHEMA_DIR = "/var/lib/pecgateway/schemas"
+
+_REQUIRED: Any = object()
+_MAX_SECONDS = 366 * 86400
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+_NAME_WHAT = "a name of 1-32 characters a-z 0-9 _ - (starting with a letter or digit)"
+_ADDRESS = re.compile(r"[^@\s<>\"',;]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+_HOST = re.compile(r"[A-Za-z0-9_.:\[\]-]+")
+_CREDENTIAL = re.compile(r"[A-Za-z0-9_.-]+")
+_TOP_KEYS = frozenset({"store_path", "schema_dir", "log_level", "inbox_language", "accounts"})
+_ACCOUNT_KEYS = frozenset(
+    {
+        "name",
+        "address",
+        "outbox",
+        "inbox",
+        "sdi_address",
+        "resend_after_s",
+        "stable_for_s",
+        "rescan_interval_s",
+        "smtp",
+        "imap",
+    }
+)
+_SERVER_KEYS = frozenset(
+    {
+        "host",
+        "port",
+        "security",
+        "username",
+        "password_file",
+        "password_credential",
+        "ca_file",
+        "timeout_s",
+    }
+)
+_SMTP_KEYS = _SERVER_KEYS | {"retry_initial_s", "retry_max_s"}
+_IMAP_KEYS = _SERVER_KEYS | {
+    "folder",
+    "move_to",
+    "idle",
+    "idle_renew_s",
+    "poll_interval_s",
+    "reconnect_initial_s",
+    "reconnect_max_s",
+}
+_NO_PASSWORD = (
+    "passwords never go in this file (it is often readable by others and ends up in backups): "
+    "put the password in a file readable only by the service and set password_file, or load it "
+    "with systemd LoadCredential= and set password_credential"
+)
+_ONE_PASSWORD_SOURCE = "set exactly one of password_file and password_credential"
+_NO_CREDENTIALS_DIRECTORY = (
+    "$CREDENTIALS_DIRECTORY is not set: run under systemd with LoadCredential=, or use "
+    "password_file"
+)
 
 
 class Security(enum.Enum):
@@ -128,7 +191,13 @@ class Config:
 
 def config_path(arg: str | Path | None, environ: Mapping[str, str] | None = None) -> Path:
     """The configuration file: ``arg``, else ``$PECGATEWAY_CONFIG``, else ``ConfigError``."""
-    raise NotImplementedError
+    env = os.environ if environ is None else environ
+    chosen = arg if arg else env.get("PECGATEWAY_CONFIG")
+    if not chosen:
+        raise ConfigError(
+            "no configuration file: pass --config FILE or set PECGATEWAY_CONFIG", key="--config"
+        )
+    return Path(chosen)
 
 
 def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -137,4 +206,297 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     ``environ`` defaults to ``os.environ`` (only ``CREDENTIALS_DIRECTORY`` is used). Raises one
     ``ConfigError`` listing every problem, one per line, each starting with its key path.
     """
-    raise NotImplementedError(os.fspath(path))
+    document = _read_toml(path)
+    reader = _Reader(path.parent, os.environ if environ is None else environ)
+    config = _config(reader, document, path)
+    _check_accounts(reader, config.accounts if config else ())
+    if reader.problems or config is None:
+        raise ConfigError(
+            f"{path}: {len(reader.problems)} problem(s):\n" + "\n".join(reader.problems)
+        )
+    return config
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror}", key=str(path)) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}", key=str(path)) from None
+
+
+class _Reader:
+    """Typed reads from TOML tables; every problem is collected with its key path."""
+
+    def __init__(self, base: Path, environ: Mapping[str, str]) -> None:
+        self.base = base
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def fail(self, key: str, message: str) -> None:
+        self.problems.append(f"{key}: {message}")
+
+    def keys(self, table: Mapping[str, Any], prefix: str, known: frozenset[str]) -> None:
+        for key in table:
+            if key == "password":
+                self.fail(_join(prefix, key), _NO_PASSWORD)
+            elif key not in known:
+                self.fail(_join(prefix, key), f"unknown key (known: {', '.join(sorted(known))})")
+
+    def raw(self, table: Mapping[str, Any], prefix: str, key: str, default: object) -> object:
+        if key in table:
+            return table[key]
+        if default is _REQUIRED:
+            self.fail(_join(prefix, key), "missing (required)")
+        return default
+
+    def text(
+        self,
+        table: Mapping[str, Any],
+        prefix: str,
+        key: str,
+        default: object = _REQUIRED,
+        *,
+        pattern: re.Pattern[str] | None = None,
+        what: str = "a non-empty string",
+    ) -> str:
+        value = self.raw(table, prefix, key, default)
+        if value is _REQUIRED:
+            return ""
+        if not isinstance(value, str) or (pattern and not pattern.fullmatch(value)) or not value:
+            self.fail(_join(prefix, key), f"expected {what}, found {value!r}")
+            return ""
+        return value
+
+    def choice(
+        self, table: Mapping[str, Any], prefix: str, key: str, default: str, choices: Sequence[str]
+    ) -> str:
+        value = self.raw(table, prefix, key, default)
+        if value not in choices:
+            expected = " or ".join(f'"{choice}"' for choice in choices)
+            self.fail(_join(prefix, key), f"expected {expected}, found {value!r}")
+            return default
+        return str(value)
+
+    def integer(
+        self, table: Mapping[str, Any], prefix: str, key: str, default: int, low: int, high: int
+    ) -> int:
+        value = self.raw(table, prefix, key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            self.fail(
+                _join(prefix, key), f"expected an integer from {low} to {high}, found {value!r}"
+            )
+            return default
+        return value
+
+    def seconds(
+        self, table: Mapping[str, Any], prefix: str, key: str, default: float, *, zero: bool = False
+    ) -> float:
+        value = self.raw(table, prefix, key, default)
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok or not (value >= 0 if zero else value > 0) or value > _MAX_SECONDS:  # type: ignore[operator]
+            bound = "0 or more" if zero else "more than 0"
+            self.fail(_join(prefix, key), f"expected a number of seconds, {bound}, found {value!r}")
+            return default
+        return float(value)  # type: ignore[arg-type]
+
+    def flag(self, table: Mapping[str, Any], prefix: str, key: str, default: bool) -> bool:
+        value = self.raw(table, prefix, key, default)
+        if not isinstance(value, bool):
+            self.fail(_join(prefix, key), f"expected true or false, found {value!r}")
+            return default
+        return value
+
+    def path(
+        self, table: Mapping[str, Any], prefix: str, key: str, default: object = _REQUIRED
+    ) -> Path:
+        value = self.text(table, prefix, key, default, what="a path")
+        return self.base / value if value else Path()
+
+    def optional_file(self, table: Mapping[str, Any], prefix: str, key: str) -> Path | None:
+        value = self.raw(table, prefix, key, "")
+        if value == "":
+            return None
+        if not isinstance(value, str):
+            self.fail(_join(prefix, key), f'expected a path or "", found {value!r}')
+            return None
+        path = self.base / value
+        if not path.is_file():
+            self.fail(_join(prefix, key), f"{path} does not exist or is not a file")
+        return path
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _table(reader: _Reader, value: object, key: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        reader.fail(key, "expected a table")
+        return {}
+    return value
+
+
+def _config(reader: _Reader, document: Mapping[str, Any], path: Path) -> Config | None:
+    reader.keys(document, "", _TOP_KEYS)
+    store_path = reader.path(document, "", "store_path", DEFAULT_STORE_PATH)
+    schema_dir = reader.path(document, "", "schema_dir", DEFAULT_SCHEMA_DIR)
+    log_level = reader.choice(document, "", "log_level", "info", _LOG_LEVELS)
+    language = reader.choice(
+        document, "", "inbox_language", "it", [lang.value for lang in Language]
+    )
+    raw_accounts = document.get("accounts")
+    if not isinstance(raw_accounts, list) or not raw_accounts:
+        reader.fail("accounts", "expected at least one [[accounts]] table")
+        return None
+    accounts = tuple(
+        _account(reader, _table(reader, raw, f"accounts[{index}]"), f"accounts[{index}]")
+        for index, raw in enumerate(raw_accounts)
+    )
+    return Config(
+        store_path=store_path,
+        schema_dir=schema_dir,
+        accounts=accounts,
+        log_level=log_level,
+        inbox_language=Language(language),
+        source=path,
+    )
+
+
+def _account(reader: _Reader, table: Mapping[str, Any], prefix: str) -> Account:
+    reader.keys(table, prefix, _ACCOUNT_KEYS)
+    address = reader.text(table, prefix, "address", pattern=_ADDRESS, what="a mail address")
+    return Account(
+        name=reader.text(table, prefix, "name", pattern=_NAME, what=_NAME_WHAT),
+        address=address,
+        outbox=reader.path(table, prefix, "outbox"),
+        inbox=reader.path(table, prefix, "inbox"),
+        smtp=_smtp(
+            reader, _table(reader, table.get("smtp"), f"{prefix}.smtp"), f"{prefix}.smtp", address
+        ),
+        imap=_imap(
+            reader, _table(reader, table.get("imap"), f"{prefix}.imap"), f"{prefix}.imap", address
+        ),
+        sdi_address=reader.text(
+            table,
+            prefix,
+            "sdi_address",
+            DEFAULT_SDI_ADDRESS,
+            pattern=_ADDRESS,
+            what="a mail address",
+        ),
+        resend_after_s=reader.seconds(table, prefix, "resend_after_s", 86400.0),
+        stable_for_s=reader.seconds(table, prefix, "stable_for_s", 1.0, zero=True),
+        rescan_interval_s=reader.seconds(table, prefix, "rescan_interval_s", 30.0),
+    )
+
+
+def _server(
+    reader: _Reader, table: Mapping[str, Any], prefix: str, address: str, ports: Mapping[str, int]
+) -> dict[str, Any]:
+    """The keys SMTP and IMAP share."""
+    security = reader.choice(table, prefix, "security", "tls", list(ports))
+    return {
+        "host": reader.text(table, prefix, "host", pattern=_HOST, what="a host name"),
+        "port": reader.integer(table, prefix, "port", ports[security], 1, 65535),
+        "security": Security(security),
+        "username": reader.text(table, prefix, "username", address or "unset"),
+        "password": _password(reader, table, prefix),
+        "ca_file": reader.optional_file(table, prefix, "ca_file"),
+        "timeout_s": reader.seconds(table, prefix, "timeout_s", 60.0),
+    }
+
+
+def _smtp(reader: _Reader, table: Mapping[str, Any], prefix: str, address: str) -> SmtpConfig:
+    reader.keys(table, prefix, _SMTP_KEYS)
+    return SmtpConfig(
+        **_server(reader, table, prefix, address, {"tls": 465, "starttls": 587}),
+        retry_initial_s=reader.seconds(table, prefix, "retry_initial_s", 5.0),
+        retry_max_s=reader.seconds(table, prefix, "retry_max_s", 900.0),
+    )
+
+
+def _imap(reader: _Reader, table: Mapping[str, Any], prefix: str, address: str) -> ImapConfig:
+    reader.keys(table, prefix, _IMAP_KEYS)
+    folder = reader.text(table, prefix, "folder", "INBOX", what="a mailbox folder name")
+    move_to = reader.raw(table, prefix, "move_to", "")
+    if not isinstance(move_to, str) or move_to == folder:
+        reader.fail(f"{prefix}.move_to", f'expected "" or a folder other than {folder!r}')
+        move_to = ""
+    return ImapConfig(
+        **_server(reader, table, prefix, address, {"tls": 993, "starttls": 143}),
+        folder=folder,
+        move_to=move_to or None,
+        idle=reader.flag(table, prefix, "idle", True),
+        idle_renew_s=reader.seconds(table, prefix, "idle_renew_s", 1500.0),
+        poll_interval_s=reader.seconds(table, prefix, "poll_interval_s", 60.0),
+        reconnect_initial_s=reader.seconds(table, prefix, "reconnect_initial_s", 1.0),
+        reconnect_max_s=reader.seconds(table, prefix, "reconnect_max_s", 300.0),
+    )
+
+
+def _password(reader: _Reader, table: Mapping[str, Any], prefix: str) -> Secret:
+    has_file, has_credential = "password_file" in table, "password_credential" in table
+    if has_file == has_credential:
+        reader.fail(f"{prefix}.password_file", _ONE_PASSWORD_SOURCE)
+        return Secret("")
+    if has_file:
+        return _read_secret(
+            reader, reader.path(table, prefix, "password_file"), f"{prefix}.password_file"
+        )
+    name = reader.text(
+        table,
+        prefix,
+        "password_credential",
+        pattern=_CREDENTIAL,
+        what="a credential name (letters, digits, . _ -)",
+    )
+    directory = reader.environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        reader.fail(f"{prefix}.password_credential", _NO_CREDENTIALS_DIRECTORY)
+        return Secret("")
+    return _read_secret(reader, Path(directory) / name, f"{prefix}.password_credential")
+
+
+def _read_secret(reader: _Reader, path: Path, key: str) -> Secret:
+    if path == Path():
+        return Secret("")
+    try:
+        value = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as error:
+        reader.fail(key, f"cannot read the password from {path}: {error.strerror}")
+        return Secret("")
+    except UnicodeDecodeError:
+        reader.fail(key, f"{path} is not UTF-8 text")
+        return Secret("")
+    if not value:
+        reader.fail(key, f"{path} is empty: write the password in it")
+    return Secret(value)
+
+
+def _check_accounts(reader: _Reader, accounts: Sequence[Account]) -> None:
+    """Names unique; every outbox and inbox folder distinct from all others and not nested."""
+    seen: dict[str, int] = {}
+    for index, account in enumerate(accounts):
+        if account.name and account.name in seen:
+            reader.fail(
+                f"accounts[{index}].name",
+                f"{account.name!r} is also accounts[{seen[account.name]}]'s name",
+            )
+        seen.setdefault(account.name, index)
+    folders = [
+        (f"accounts[{index}].{role}", getattr(account, role))
+        for index, account in enumerate(accounts)
+        for role in ("outbox", "inbox")
+    ]
+    for position, (key, folder) in enumerate(folders):
+        for other_key, other in folders[:position]:
+            if folder != Path() and other != Path() and _overlap(folder, other):
+                reader.fail(key, f"{folder} overlaps {other_key} ({other}): use separate folders")
+
+
+def _overlap(a: Path, b: Path) -> bool:
+    a, b = Path(os.path.normpath(a)), Path(os.path.normpath(b))
+    return a == b or a.is_relative_to(b) or b.is_relative_to(a)

@@ -8,7 +8,12 @@ overwrites: a clash gets `` (2)`` before the extensions. Never reads anything ba
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+import errno
+import itertools
+import json
+import os
+import secrets
+from collections.abc import Iterator, Mapping
 from datetime import date, datetime
 from pathlib import Path, PurePosixPath
 
@@ -26,6 +31,11 @@ __all__ = [
 ]
 
 TEMPORARY_PREFIX = ".pecgateway-tmp-"
+_MAX_NAME = 200
+_FORBIDDEN = frozenset('/\\:*?"<>|')  # also unsafe on the Windows shares legacy software uses
+_EXTENSIONS = frozenset(
+    {"xml", "p7m", "pk7", "zip", "eml", "json", "txt", "html", "pdf", "p7s", "reason"}
+)
 
 
 class Language(enum.Enum):
@@ -69,7 +79,34 @@ def safe_name(name: str) -> str:
     Empty or unusable names become ``unnamed``; names are cut to 200 characters keeping the
     extensions.
     """
-    raise NotImplementedError
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = "".join("_" if _unsafe(ch) else ch for ch in base).strip().lstrip(".").strip()
+    if not cleaned:
+        return "unnamed"
+    stem, extension = _split_extension(cleaned)
+    if len(cleaned) > _MAX_NAME:
+        stem = stem[: max(1, _MAX_NAME - len(extension))]
+        cleaned = (stem + extension)[:_MAX_NAME]
+    return cleaned
+
+
+def _unsafe(ch: str) -> bool:
+    return not ch.isprintable() or ch in _FORBIDDEN
+
+
+def _split_extension(name: str) -> tuple[str, str]:
+    """``IT01_00001.xml.p7m`` -> (``IT01_00001``, ``.xml.p7m``): up to 3 known extensions."""
+    stem, extension = name, ""
+    for _ in range(3):
+        head, dot, last = stem.rpartition(".")
+        if not dot or not head or last.lower() not in _EXTENSIONS:
+            break
+        stem, extension = head, f".{last}{extension}"
+    if not extension:
+        head, dot, last = name.rpartition(".")
+        if dot and head and 0 < len(last) <= 5 and last.isalnum():
+            return head, f".{last}"
+    return stem, extension
 
 
 def route(kind: Kind, file_name: str, when: date | datetime, language: Language) -> PurePosixPath:
@@ -78,7 +115,8 @@ def route(kind: Kind, file_name: str, when: date | datetime, language: Language)
     ``<kind folder>/<YYYY>/<MM>/<safe name>``, relative to the account's inbox folder. (The
     outbox's own ``rejected/`` and ``sent/`` folders belong to ``outbox.py``.)
     """
-    raise NotImplementedError
+    folder = FOLDERS[language][kind]
+    return PurePosixPath(folder, f"{when.year:04d}", f"{when.month:02d}", safe_name(file_name))
 
 
 def write(root: Path, relpath: PurePosixPath, data: bytes) -> Path:
@@ -87,19 +125,83 @@ def write(root: Path, relpath: PurePosixPath, data: bytes) -> Path:
     Never overwrites: when the name is taken, ``name (2).xml.p7m``, ``name (3).xml.p7m`` ...
     Creates missing folders. The bytes are written exactly as given.
     """
-    raise NotImplementedError
+    if relpath.is_absolute() or ".." in relpath.parts or not relpath.parts:
+        raise ValueError(f"{relpath}: not a relative path inside the inbox folder")
+    target = root.joinpath(*relpath.parts)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _write_temporary(target.parent, data)
+    try:
+        written = _link_unique(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+    _fsync_dir(target.parent)
+    return written
+
+
+def _write_temporary(folder: Path, data: bytes) -> Path:
+    temporary = folder / f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return temporary
+
+
+def _candidates(target: Path) -> Iterator[Path]:
+    yield target
+    stem, extension = _split_extension(target.name)
+    for number in itertools.count(2):
+        yield target.with_name(f"{stem} ({number}){extension}")
+
+
+def _link_unique(temporary: Path, target: Path) -> Path:
+    """Hard-link ``temporary`` to the first free name: atomic and never overwriting."""
+    for candidate in _candidates(target):
+        try:
+            os.link(temporary, candidate)
+        except FileExistsError:
+            continue
+        except OSError as error:
+            if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                raise
+            if candidate.exists():  # no hard links here (FAT, some shares): check, then rename
+                continue
+            temporary.rename(candidate)
+        return candidate
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_sidecar(path: Path, suffix: str, data: bytes) -> Path:
     """Write ``data`` beside ``path`` as ``<path.name><suffix>`` (e.g. ``.reason.txt``)."""
-    raise NotImplementedError
+    return write(path.parent, PurePosixPath(safe_name(path.name + suffix)), data)
 
 
 def write_json_sidecar(path: Path, facts: Mapping[str, object], suffix: str = ".json") -> Path:
     """Write ``facts`` as indented UTF-8 JSON beside ``path`` (``<path.name>.json``)."""
-    raise NotImplementedError
+    text = json.dumps(facts, indent=2, ensure_ascii=False, sort_keys=False, default=str) + "\n"
+    return write_sidecar(path, suffix, text.encode("utf-8"))
 
 
 def clean_temporary(root: Path) -> list[Path]:
     """Remove temporary files left under ``root`` by a crash mid-write; return what was removed."""
-    raise NotImplementedError
+    if not root.is_dir():
+        return []
+    removed = []
+    for path in sorted(root.rglob(f"{TEMPORARY_PREFIX}*")):
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
