@@ -170,7 +170,11 @@ def _decode_words(value: str, warnings: list[str]) -> str:
     except _EMAIL_FAILURES as exc:
         warnings.append(f"undecodable encoded words in a header kept as written ({exc})")
         return text
-    return _unfold("".join(_decode_chunk(c, cs, warnings) for c, cs in chunks))
+    decoded = _unfold("".join(_decode_chunk(c, cs, warnings) for c, cs in chunks))
+    if not decoded:
+        warnings.append(f"encoded words decode to nothing; header kept as written: {text!r}")
+        return text
+    return decoded
 
 
 class _Headers:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import quopri
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email import message_from_bytes, policy
@@ -94,11 +95,12 @@ def _attachment(part: Part) -> Message:
         payload = quopri.encodestring(part.data).decode("ascii")
     else:
         payload = part.data.decode("utf-8", "surrogateescape")
+    name = part.filename if re.fullmatch(r"[\w.-]+", part.filename) else f'"{part.filename}"'
     return _leaf(
-        f"{part.content_type}; name={part.filename}",
+        f"{part.content_type}; name={name}",
         payload,
         part.cte,
-        Content_Disposition=f"attachment; filename={part.filename}",
+        Content_Disposition=f"attachment; filename={name}",
     )
 
 
@@ -171,6 +173,21 @@ def build_original(
 
 
 def _postacert(data: bytes, style: str) -> Message:
+    """postacert.eml as ``rfc822`` (7bit), ``rfc822-8bit``, ``rfc822-binary``, ``rfc822-base64``,
+    ``octet-stream`` (base64), ``octet-stream-7bit``, or message/rfc822 with any other CTE value."""
+    if style == "rfc822-base64":
+        return _leaf(
+            'message/rfc822; name="postacert.eml"',
+            _b64(data),
+            "base64",
+            Content_Disposition='inline; filename="postacert.eml"',
+        )
+    if style == "octet-stream-7bit":
+        return _leaf(
+            'application/octet-stream; name="postacert.eml"',
+            data.decode("utf-8", "surrogateescape"),
+            "7bit",
+        )
     if style == "octet-stream":
         return _leaf(
             'application/octet-stream; name="postacert.eml"',
