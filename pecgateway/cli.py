@@ -43,14 +43,29 @@ def _read_input(path: Path) -> bytes:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from pecgateway import classify, report
 
-    path = Path(args.path)
-    data = _read_input(path)
-    node = classify.classify(data, path.name)
-    if args.json:
-        print(json.dumps(report.to_json(node, str(args.path)), ensure_ascii=False, indent=2))
-    else:
-        print(report.render_text(node, str(args.path)))
-    return EXIT_FAILED if node.kind in (classify.Kind.MALFORMED, classify.Kind.UNKNOWN) else EXIT_OK
+    node = classify.classify(_read_input(Path(args.path)), Path(args.path).name)
+    obj = report.to_json(node, str(args.path))
+    text = json.dumps(obj, ensure_ascii=False, indent=2) if args.json else None
+    try:
+        print(text if text is not None else report.render_text(node, str(args.path)))
+    except UnicodeEncodeError:  # a terminal that cannot show some characters, or a raw file name
+        fallback = json.dumps(obj, indent=2) if args.json else report.render_text(node, args.path)
+        print(fallback.encode("ascii", "backslashreplace").decode("ascii"))
+    if any(item.internal_error for item in classify.walk(node)):
+        print(
+            f"pecgateway: {args.path}: hit a bug while reading it; please report it",
+            file=sys.stderr,
+        )
+    if node.kind is classify.Kind.MALFORMED:
+        return _fail(
+            f"{args.path}: damaged or unreadable ({node.error}); ask the sender for a new copy"
+        )
+    if node.kind is classify.Kind.UNKNOWN:
+        return _fail(
+            f"{args.path}: not an invoice, signed invoice, SDI notification, PEC message or zip of "
+            f"them ({node.error})"
+        )
+    return EXIT_OK
 
 
 def _schema_dir(args: argparse.Namespace) -> Path:
