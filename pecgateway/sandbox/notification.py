@@ -22,8 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from lxml import etree
 from signxml.algorithms import CanonicalizationMethod
-from signxml.exceptions import InvalidInput
-from signxml.exceptions import InvalidSignature as XmlInvalid
+from signxml.exceptions import SignXMLException
 from signxml.xades.xades import XAdESSignatureConfiguration, XAdESVerifier
 
 from pecgateway import safexml
@@ -439,8 +438,7 @@ def signature_problem(xml: bytes, ca_cert_pem: bytes) -> str | None:
         TypeError,
         InvalidSignature,
         MalformedMessage,
-        InvalidInput,
-        XmlInvalid,
+        SignXMLException,
     ) as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
