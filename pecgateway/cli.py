@@ -115,20 +115,26 @@ def _cmd_unwrap(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(unwrapped.payload)
         return EXIT_OK
     target = Path(args.output) if args.output else _default_unwrap_target(source)
+    if target.resolve() == source.resolve():
+        return _fail(f"{target}: is the input file itself; choose another name with -o")
     if target.exists() and not args.force:
         return _fail(f"{target}: already exists; choose another name with -o or add --force")
-    target.write_bytes(unwrapped.payload)
-    print(f"{target}: {len(unwrapped.payload)} bytes extracted from {len(unwrapped.layers)} layer(s)")
+    try:
+        target.write_bytes(unwrapped.payload)
+    except OSError as exc:
+        return _fail(f"{target}: cannot write ({exc.strerror}); check the folder")
+    layers = len(unwrapped.layers)
+    print(f"{target}: {len(unwrapped.payload)} bytes extracted from {layers} layer(s)")
     return EXIT_OK
 
 
 def _default_unwrap_target(source: Path) -> Path:
-    from pecgateway import filename
-
-    stem = filename.invoice_stem(source.name)
-    if stem == source.name:
-        return source.with_name(source.name + ".payload")
-    return source.with_name(stem + ".xml")
+    """x.xml.p7m -> x.xml, x.txt.p7m -> x.txt, x.p7m/.pk7 (any case) -> x.xml, else x + .payload."""
+    name = source.name
+    if len(name) > 4 and name.lower().endswith((".p7m", ".pk7")):
+        inner = name[:-4]
+        return source.with_name(inner if Path(inner).suffix else inner + ".xml")
+    return source.with_name(name + ".payload")
 
 
 def _cmd_schemas_install(args: argparse.Namespace) -> int:

@@ -8,7 +8,6 @@ be recovered. Pure: bytes in, values out; raises only MalformedMessage. Never ve
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -202,21 +201,18 @@ def _is_xml(data: bytes) -> bool:
 def _sniff(data: bytes) -> tuple[bytes, list[str]] | None:
     """The envelope or XML the bytes are, or decode to through base64/PEM layers; else None."""
     notes: list[str] = []
-    current = data
-    for peels in range(MAX_BASE64_PEELS + 1):
-        if _is_envelope(current) or _is_xml(current):
-            if peels:
-                notes.append(_peel_note(peels))
-            return current, notes
-        if peels == MAX_BASE64_PEELS:
-            return None
-        decoded = _decode_base64_text(current)
+    current, peels = data, 0
+    while not (_is_envelope(current) or _is_xml(current)):
+        decoded = _decode_base64_text(current) if peels < MAX_BASE64_PEELS else None
         if decoded is None:
             return None
         current, armoured = decoded
+        peels += 1
         if armoured:
             notes.append("removed PEM armour (-----BEGIN ...-----)")
-    return None
+    if peels:
+        notes.append(_peel_note(peels))
+    return current, notes
 
 
 def _peel_note(peels: int) -> str:
@@ -236,11 +232,8 @@ def _decode_base64_text(data: bytes) -> tuple[bytes, bool] | None:
     text = _WHITESPACE.sub(b"", text).translate(bytes.maketrans(b"-_", b"+/")).rstrip(b"=")
     if not text or len(text) % 4 == 1 or not _BASE64.fullmatch(text):
         return None
-    try:
-        decoded = base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
-    except binascii.Error:
-        return None
-    return decoded, armour is not None
+    # The checks above leave only well-formed base64: decoding cannot fail.
+    return base64.b64decode(text + b"=" * (-len(text) % 4), validate=True), armour is not None
 
 
 # ---- one envelope layer ------------------------------------------------------------------------------
@@ -367,13 +360,10 @@ def _unknown_signer(sid: cms.SignerIdentifier) -> str:
 
 
 def _signing_time(info: cms.SignerInfo) -> str | None:
-    try:
-        for attribute in info["signed_attrs"]:
-            if attribute["type"].native == "signing_time":
-                value = attribute["values"][0].native
-                return value.isoformat() if isinstance(value, datetime) else None
-    except _ASN1_ERRORS:
-        return None
+    for attribute in info["signed_attrs"]:
+        if attribute["type"].native == "signing_time":
+            value = attribute["values"][0].native
+            return value.isoformat() if isinstance(value, datetime) else None
     return None
 
 

@@ -33,11 +33,13 @@ __all__ = [
     "detached_envelope",
     "identity",
     "nested",
+    "non_octet_content",
     "openssl_sign",
     "pem",
     "sample_xml",
     "truncate_in_signer_infos",
     "version3_keyid",
+    "without_signers",
 ]
 
 SIGNER_SUBJECT = (
@@ -136,9 +138,10 @@ def _sign(content: bytes, options: Sequence[pkcs7.PKCS7Options]) -> bytes:
     return builder.sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary, *options])
 
 
-def der_envelope(content: bytes, *, certificates: bool = True) -> bytes:
+def der_envelope(content: bytes, *, certificates: bool = True, attributes: bool = True) -> bytes:
     """Enveloping CAdES-like SignedData in DER (what most signing tools write)."""
-    return _sign(content, [] if certificates else [pkcs7.PKCS7Options.NoCerts])
+    options = [] if certificates else [pkcs7.PKCS7Options.NoCerts]
+    return _sign(content, options if attributes else [*options, pkcs7.PKCS7Options.NoAttributes])
 
 
 def detached_envelope(content: bytes) -> bytes:
@@ -240,6 +243,27 @@ def version3_keyid(der: bytes) -> bytes:
         fields[-1] = (0x31, b"".join(infos))
 
     return _with_signed_data_fields(der, rekey)
+
+
+def without_signers(der: bytes) -> bytes:
+    """The same envelope with an empty SignerInfos set (nobody signed it)."""
+
+    def drop(fields: list[tuple[int, bytes]]) -> None:
+        fields[-1] = (0x31, b"")
+
+    return _with_signed_data_fields(der, drop)
+
+
+def non_octet_content(der: bytes) -> bytes:
+    """PKCS#7-style: the content sits in the [0] as a UTF8String instead of an OCTET STRING."""
+
+    def restyle(fields: list[tuple[int, bytes]]) -> None:
+        content_oid, content_explicit = _split(fields[2][1])
+        [(_, content)] = _split(content_explicit[1])
+        wrapped = _definite(0xA0, [_tlv((0x0C, content))])
+        fields[2] = (0x30, _tlv(content_oid) + wrapped)
+
+    return _with_signed_data_fields(der, restyle)
 
 
 # ---- damaged envelopes ---------------------------------------------------------------------------------
