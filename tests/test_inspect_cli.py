@@ -1,0 +1,146 @@
+"""`pecgateway inspect PATH [--json]`: one JSON object or a short summary; exit 0/1; no traceback."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pecgateway import cli, invoice
+from tests.test_classify import INVOICE_NAME, invoice_xml, p7m, pec_envelope, zip_of
+from tests.test_report import assert_contract_shape
+
+
+def _inspect(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = cli.main(["inspect", *args])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def _write(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_json_of_an_invoice_is_one_object_and_exit_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path, INVOICE_NAME, invoice_xml("7"))
+    code, out, err = _inspect(capsys, str(path), "--json")
+    assert code == 0
+    assert err == ""
+    obj = json.loads(out)
+    assert_contract_shape(obj)
+    assert obj["path"] == str(path)
+    assert obj["kind"] == "invoice"
+    assert obj["invoice"]["documents"][0]["numero"] == "7"
+
+
+def test_json_of_a_signed_invoice_says_signed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path, "IT01234567890_00001.XML.P7M", p7m(invoice_xml()))
+    code, out, _ = _inspect(capsys, "--json", str(path))
+    assert code == 0
+    obj = json.loads(out)
+    assert obj["kind"] == "invoice"
+    assert obj["invoice"]["signed"] is True
+
+
+def test_json_of_a_pec_envelope_lists_its_attachments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path, "busta.eml", pec_envelope({INVOICE_NAME: invoice_xml()}))
+    code, out, _ = _inspect(capsys, "--json", str(path))
+    assert code == 0
+    obj = json.loads(out)
+    assert obj["kind"] == "pec"
+    assert [(c["filename"], c["kind"]) for c in obj["contents"]] == [(INVOICE_NAME, "invoice")]
+
+
+def test_text_summary_of_an_archive_lists_its_entries(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path, "lot.zip", zip_of({INVOICE_NAME: invoice_xml()}))
+    code, out, _ = _inspect(capsys, str(path))
+    assert code == 0
+    assert out.startswith(f"{path}: zip archive\n")
+    assert f"    {INVOICE_NAME}: electronic invoice FPR12" in out
+
+
+def test_malformed_file_exits_1_with_a_message_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path, "IT01234567890_00001.xml.p7m", b" \n")
+    code, out, err = _inspect(capsys, "--json", str(path))
+    assert code == 1
+    obj = json.loads(out)
+    assert obj["kind"] == "malformed"
+    assert obj["error"]
+    assert err.startswith(f"pecgateway: {path}: damaged or unreadable")
+    assert "ask the sender for a new copy" in err
+
+
+def test_unknown_file_exits_1_and_still_prints_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path, "photo.jpg", b"\xff\xd8\xff\xe0 not an invoice")
+    code, out, err = _inspect(capsys, str(path))
+    assert code == 1
+    assert out.startswith(f"{path}: not recognised")
+    assert f"pecgateway: {path}: not an invoice" in err
+
+
+@pytest.mark.parametrize("name", ["missing.xml", "."])
+def test_unreadable_path_exits_1_with_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    path = tmp_path / name
+    code, out, err = _inspect(capsys, "--json", str(path))
+    assert code == 1
+    assert out == ""
+    assert f"{path}: cannot read the file" in err
+
+
+def test_a_parser_bug_is_reported_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(data: bytes) -> invoice.Invoice:
+        raise KeyError("IdCodice")
+
+    monkeypatch.setattr(invoice, "parse", broken)
+    path = _write(tmp_path, INVOICE_NAME, invoice_xml())
+    code, out, err = _inspect(capsys, "--json", str(path))
+    assert code == 1
+    assert json.loads(out)["error"].startswith("internal error: KeyError")
+    assert "hit a bug while reading it; please report it" in err
+
+
+def test_output_on_an_ascii_only_terminal_falls_back_to_escapes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _write(tmp_path, "fattura-perché.xml", invoice_xml())
+    buffer = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(buffer, encoding="ascii"))
+    code = cli.main(["inspect", "--json", str(path)])
+    sys.stdout.flush()
+    assert code == 0
+    assert json.loads(buffer.getvalue())["path"] == str(path)
+
+
+def test_python_dash_m_pecgateway_inspect_runs_as_a_real_process(tmp_path: Path) -> None:
+    path = _write(tmp_path, INVOICE_NAME, invoice_xml())
+    run = subprocess.run(
+        [sys.executable, "-m", "pecgateway", "inspect", "--json", str(path)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["kind"] == "invoice"
