@@ -128,6 +128,8 @@ _SUBJECT_PREFIXES = (
     ("PROBLEMA DI SICUREZZA", PecType.RILEVAZIONE_VIRUS),
 )
 _MAX_DEPTH = 20
+# Transport envelopes keep the provider identificativo as their Message-ID; receipts do not.
+_ENVELOPES = frozenset({PecType.POSTA_CERTIFICATA, PecType.ANOMALIA})
 
 
 # ---------------------------------------------------------------- headers
@@ -441,7 +443,7 @@ def _disposition(part: Message) -> str | None:
 
 def _safe_name(name: str) -> str:
     base = re.split(r"[/\\]", name)[-1]
-    return "".join(ch for ch in base if ch.isprintable()).strip()
+    return "".join(ch for ch in base if ch.isprintable()).strip().lstrip(".")
 
 
 def _attachment(part: Message, index: int, warnings: list[str]) -> Attachment | None:
@@ -602,7 +604,7 @@ def parse(raw: bytes) -> PecMessage:
     message_id = _message_id(headers, "Message-ID")
     riferimento = _message_id(headers, "X-Riferimento-Message-ID")
     identificativo = daticert.identificativo if daticert else None
-    if identificativo is None and kind is not None and message_id is not None:
+    if identificativo is None and kind in _ENVELOPES and message_id is not None:
         identificativo = message_id.strip("<>")
     return PecMessage(
         type=kind,

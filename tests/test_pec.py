@@ -292,6 +292,7 @@ def test_bl30_receipt_without_daticert_keeps_header_facts() -> None:
     message = pec.parse(build_errore_consegna(with_daticert=False))
     assert message.type is PecType.ERRORE_CONSEGNA
     assert message.errore is None
+    assert message.identificativo is None  # a receipt's own Message-ID is not the identificativo
     assert message.riferimento_message_id == OUR_MESSAGE_ID
 
 
@@ -350,8 +351,10 @@ def test_f1_outer_from_address_is_never_the_sdi_address() -> None:
 
 @pytest.mark.parametrize("value", [t.value for t in PecType if t.value not in ("anomalia",)])
 def test_f5_every_known_x_ricevuta_or_trasporto_value_maps_explicitly(value: str) -> None:
-    header = "x_trasporto" if value == "posta-certificata" else "x_ricevuta"
-    raw = build_envelope(subject="qualcosa", **{header: value})
+    if value == "posta-certificata":
+        raw = build_envelope(subject="qualcosa", x_trasporto=value)
+    else:
+        raw = build_envelope(subject="qualcosa", x_ricevuta=value)
     assert pec.parse(raw).type is PecType(value)
 
 
