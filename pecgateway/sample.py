@@ -10,6 +10,7 @@ import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from lxml import etree
 
@@ -27,6 +28,7 @@ __all__ = [
     "fpa12",
     "fpr12",
     "fsm10",
+    "schema_invalid",
 ]
 
 NS_ORDINARIA = "http://ivaservizi.agenziaentrate.gov.it/docs/xsd/fatture/v1.2"
@@ -345,3 +347,14 @@ def _buyer_semplificata(parent: etree._Element, party: Party) -> None:
     altri = _sub(parent, "AltriDatiIdentificativi")
     _sub(altri, "Denominazione", party.name or "SENZA NOME")
     _sede(altri)
+
+
+def schema_invalid(**kwargs: Any) -> bytes:
+    """An FPR12 that fails our checks and SDI's (empty ``Numero``: XSD error, NS 00200).
+
+    For "one that SDI rejects although it passes our checks", send ``fpr12(numero=N)`` twice
+    under two progressivi: the second is a duplicate invoice (NS 00404).
+    """
+    data = fpr12(**kwargs)
+    numero = kwargs.get("numero", "1")
+    return data.replace(f"<Numero>{numero}</Numero>".encode(), b"<Numero></Numero>", 1)

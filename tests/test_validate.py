@@ -286,3 +286,10 @@ def test_corpus_schema_verdicts_match_the_manifest(schemas: SchemaSet, row: dict
         # xmlschema points at the element or, for a misplaced child, at its parent
         assert schema_problems[0].line is not None
         assert schema_problems[0].line <= int(line.group(1))
+
+
+def test_demo_invoices_two_valid_one_failing_our_checks(schemas: SchemaSet) -> None:
+    assert validate.check(sample.fpr12(numero="7"), NAME, schemas) == ()
+    assert validate.check(sample.fpa12(numero="7"), NAME, schemas) == ()
+    problems = validate.check(sample.schema_invalid(numero="8"), NAME, schemas)
+    assert [p.code for p in problems] == ["schema"]
