@@ -39,7 +39,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from pecgateway import filename, invoice, p7m
+from pecgateway import filename, invoice, p7m, safexml, validate
 from pecgateway.errors import MalformedMessage
 from pecgateway.sandbox import notification as nt
 
@@ -337,6 +337,7 @@ class SdiSimulator:
                 return _errore("00102", "il file .p7m non contiene una busta CAdES")
             payload = unwrapped.payload
         try:
+            safexml.parse(payload)  # SDI is strict: no recovery, whatever invoice.parse tolerates
             file.facts = invoice.parse(payload)
         except MalformedMessage as exc:
             return _errore("00200", exc.reason)
@@ -345,14 +346,13 @@ class SdiSimulator:
     def _check_schema(self, file: _File, payload: bytes) -> nt.Errore | None:
         if self._schemas is None:
             return None
-        from pecgateway import validate  # lands separately; only needed when schemas are given
-
         problems = validate.check(payload, file.stem + ".xml", self._schemas)
         if not problems:
             return None
         first = problems[0]
         where = f" (riga {first.line})" if first.line else ""
-        return _errore("00200", f"{first.message}{where}")
+        codice = "00001" if first.code.startswith("file-name") else "00200"
+        return _errore(codice, f"{first.message}{where}")
 
     def _check_codice(self, file: _File) -> nt.Errore | None:
         facts = file.facts
