@@ -185,15 +185,20 @@ def _is_mail(data: bytes) -> bool:
     return any(name in _MAIL_HEADERS for name in names)
 
 
-def _base64_xml(data: bytes) -> bytes | None:
-    text = data.strip()
-    if len(text) < 8 or _BASE64.fullmatch(text) is None:
-        return None
+def _is_base64_xml(data: bytes) -> bool:
+    """Base64 text (any line layout) whose first bytes decode to XML; only the head is decoded."""
+    head = b"".join(data[:8192].split())[:4096]
+    if len(head) < 8 or _BASE64.fullmatch(head) is None:
+        return False
+    decoded = _decode_base64(head[: len(head) // 4 * 4])
+    return decoded is not None and _is_xml(decoded)
+
+
+def _decode_base64(text: bytes) -> bytes | None:
     try:
-        decoded = base64.b64decode(b"".join(text.split()), validate=True)
+        return base64.b64decode(b"".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
         return None
-    return decoded if _is_xml(decoded) else None
 
 
 # ---- XML: invoices and notifications ----------------------------------------------------------------
@@ -248,7 +253,10 @@ def _with_warnings(node: Node, warnings: tuple[str, ...]) -> Node:
 
 
 def _classify_base64_xml(data: bytes, filename: str | None, depth: int) -> Node:
-    decoded = _base64_xml(data) or b""
+    decoded = _decode_base64(data)
+    if decoded is None:
+        reason = "base64 text of an XML file, but damaged: it cannot be decoded"
+        return _failed(Kind.MALFORMED, data, filename, reason)
     inner = classify(decoded, filename, depth=depth + 1)
     note = "the content is base64 text of an XML file; decoded it"
     return replace(
@@ -286,10 +294,9 @@ def _classify_envelope(data: bytes, filename: str | None, depth: int) -> Node:
     if inner.kind is Kind.MALFORMED:
         return replace(node, error=f"the signed content cannot be read: {inner.error}")
     if inner.kind is Kind.UNKNOWN:
-        who = ", ".join(s.subject for s in signers) or "no signer"
-        return replace(
-            node, error=f"signed file ({who}) whose content is not an invoice: {inner.error}"
-        )
+        who = "; ".join(s.subject for s in signers) or "an unnamed signer"
+        reason = f"signed by {who}, but the signed content is not an invoice ({inner.error})"
+        return replace(node, error=reason)
     return node
 
 
@@ -382,7 +389,7 @@ _HANDLERS: tuple[tuple[Callable[[bytes], bool], _Handler], ...] = (
     (_is_zip, _classify_zip),
     (_is_mail, _classify_mail),
     (_is_xml, _classify_xml),
-    (lambda data: _base64_xml(data) is not None, _classify_base64_xml),
+    (_is_base64_xml, _classify_base64_xml),
     (p7m.looks_like_envelope, _classify_envelope),
     (_is_junk_prefixed_xml, _classify_xml),
 )
