@@ -7,22 +7,14 @@ in, values out; never raises anything but MalformedMessage; odd MIME degrades in
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
-import quopri
 import re
 from dataclasses import dataclass
-from email import errors as email_errors
-from email import policy
-from email.header import decode_header
 from email.message import Message
-from email.parser import BytesParser
-from email.utils import getaddresses
 
 from lxml import etree
 
-from pecgateway import safexml
+from pecgateway import mail, safexml
 from pecgateway.errors import MalformedMessage
 
 __all__ = [
@@ -92,16 +84,6 @@ class PecMessage:
     warnings: tuple[str, ...]
 
 
-# The stdlib mail code raises these on hostile input (bad charsets, broken encoded words, parser bugs).
-_EMAIL_FAILURES = (
-    ValueError,
-    TypeError,
-    LookupError,
-    AttributeError,
-    AssertionError,
-    RecursionError,
-    email_errors.MessageError,
-)
 _SERVICE_NAMES = frozenset({"daticert.xml", "smime.p7s", "postacert.eml"})
 _SIGNATURE_TYPES = frozenset({"application/pkcs7-signature", "application/x-pkcs7-signature"})
 _BODY_TYPES = frozenset({"text/plain", "text/html"})
@@ -127,92 +109,14 @@ _SUBJECT_PREFIXES = (
     ("PRESA IN CARICO", PecType.PRESA_IN_CARICO),
     ("PROBLEMA DI SICUREZZA", PecType.RILEVAZIONE_VIRUS),
 )
-_MAX_DEPTH = 20
+mail.MAX_DEPTH = 20
 # Transport envelopes keep the provider identificativo as their Message-ID; receipts do not.
 _ENVELOPES = frozenset({PecType.POSTA_CERTIFICATA, PecType.ANOMALIA})
 
 
-# ---------------------------------------------------------------- headers
-
-
-def _unsurrogate(text: str) -> str:
-    """Raw 8-bit header bytes arrive as surrogate escapes: read them as UTF-8, else as cp1252."""
-    if not any("\udc80" <= ch <= "\udcff" for ch in text):
-        return text
-    raw = text.encode("utf-8", "surrogateescape")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("cp1252", "replace")
-
-
-def _unfold(value: str) -> str:
-    return re.sub(r"\s+", " ", _unsurrogate(value)).strip()
-
-
-def _decode_chunk(chunk: bytes | str, charset: str | None, warnings: list[str]) -> str:
-    if isinstance(chunk, str):
-        return chunk
-    if charset is None or charset == "unknown-8bit":
-        return chunk.decode("utf-8", "replace") if charset else chunk.decode("latin-1")
-    try:
-        return chunk.decode(charset, "replace")
-    except LookupError:
-        warnings.append(f"unknown charset {charset!r} in an encoded header word, read as latin-1")
-        return chunk.decode("latin-1")
-
-
-def _decode_words(value: str, warnings: list[str]) -> str:
-    """Decode RFC 2047 encoded words; a broken word is kept as written, with a warning."""
-    text = _unfold(value)
-    if "=?" not in text:
-        return text
-    try:
-        chunks = decode_header(text)
-    except _EMAIL_FAILURES as exc:
-        warnings.append(f"undecodable encoded words in a header kept as written ({exc})")
-        return text
-    decoded = _unfold("".join(_decode_chunk(c, cs, warnings) for c, cs in chunks))
-    if not decoded:
-        warnings.append(f"encoded words decode to nothing; header kept as written: {text!r}")
-        return text
-    return decoded
-
-
-class _Headers:
-    """Case-insensitive access to the raw header values, never through the stdlib header classes."""
-
-    def __init__(self, message: Message) -> None:
-        self._values: dict[str, list[str]] = {}
-        for name, value in message.raw_items():
-            self._values.setdefault(name.strip().lower(), []).append(str(value))
-
-    def __bool__(self) -> bool:
-        return bool(self._values)
-
-    def raw(self, name: str) -> str | None:
-        values = self._values.get(name.lower())
-        return _unfold(values[0]) if values else None
-
-    def text(self, name: str, warnings: list[str]) -> str | None:
-        values = self._values.get(name.lower())
-        return _decode_words(values[0], warnings) if values else None
-
-    def addresses(self, name: str, warnings: list[str]) -> list[tuple[str, str]]:
-        found: list[tuple[str, str]] = []
-        for value in self._values.get(name.lower(), []):
-            try:
-                pairs = getaddresses([_unfold(value)])
-            except _EMAIL_FAILURES as exc:
-                warnings.append(f"unreadable {name} header ignored ({exc})")
-                continue
-            found += [(_decode_words(n, warnings), a.strip()) for n, a in pairs if "@" in a]
-        return found
-
-
 def normalize_message_id(value: str) -> str | None:
     """``" <ID@Domain.IT>"`` folded or spaced -> ``"<ID@domain.it>"``; None when empty."""
-    text = re.sub(r"\s+", "", _unsurrogate(value))
+    text = re.sub(r"\s+", "", mail.unsurrogate(value))
     text = text.strip("<>")
     if "<" in text or ">" in text:  # several ids or junk around one: keep the first bracketed one
         match = re.search(r"<([^<>]+)>", f"<{text}>")
@@ -223,114 +127,6 @@ def normalize_message_id(value: str) -> str | None:
     if not at:
         return f"<{text}>"
     return f"<{local}@{domain.lower()}>"
-
-
-# ---------------------------------------------------------------- MIME structure
-
-
-def _content_type(part: Message) -> str:
-    try:
-        return part.get_content_type()
-    except _EMAIL_FAILURES:
-        return "application/octet-stream"
-
-
-def _filename(part: Message, warnings: list[str]) -> str | None:
-    try:
-        name = part.get_filename() or part.get_param("name")
-    except _EMAIL_FAILURES as exc:
-        warnings.append(f"unreadable attachment file name ignored ({exc})")
-        return None
-    if isinstance(name, tuple):  # RFC 2231 triple from get_param
-        name = name[2]
-    if not isinstance(name, str):
-        return None
-    return _decode_words(name, warnings) or None
-
-
-def _cte(part: Message) -> str:
-    for name, value in part.raw_items():
-        if name.strip().lower() == "content-transfer-encoding":
-            return _unfold(str(value)).lower()
-    return ""
-
-
-def _payload_bytes(part: Message, warnings: list[str]) -> bytes:
-    """Decoded payload; identity or unknown CTEs (7bit, 8bit, binary, x-foo) are no-ops."""
-    try:
-        data = part.get_payload(decode=True)
-    except _EMAIL_FAILURES as exc:
-        warnings.append(f"undecodable part kept raw ({exc})")
-        data = None
-    if isinstance(data, bytes):
-        return data
-    payload = part.get_payload()
-    return payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
-
-
-def _children(part: Message) -> list[Message]:
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        return [p for p in payload if isinstance(p, Message)]
-    return []
-
-
-def _is_message_part(part: Message) -> bool:
-    return _content_type(part).startswith("message/")
-
-
-def _leaves(message: Message, depth: int = 0) -> list[Message]:
-    """The leaf parts of a message (message/* parts are leaves: never walked into here)."""
-    if depth > _MAX_DEPTH:
-        return []
-    if message.is_multipart() and not _is_message_part(message):
-        found: list[Message] = []
-        for child in _children(message):
-            found += _leaves(child, depth + 1)
-        return found
-    return [message]
-
-
-def _has_headers(message: Message) -> bool:
-    return next(iter(message.raw_items()), None) is not None
-
-
-def _parse_bytes(raw: bytes) -> Message:
-    try:
-        message = BytesParser(policy=policy.default).parsebytes(raw)
-    except _EMAIL_FAILURES as exc:
-        raise MalformedMessage(f"not an e-mail message: the MIME parser failed ({exc})") from exc
-    if not _has_headers(message):
-        raise MalformedMessage("not an e-mail message: no header lines before the body")
-    return message
-
-
-def _embedded_message(part: Message, warnings: list[str]) -> Message | None:
-    """The message inside a postacert.eml part, whatever its content type or CTE."""
-    inner = _children(part) if _is_message_part(part) else []
-    if inner and _has_headers(inner[0]):
-        return inner[0]
-    if inner:  # message/rfc822 sent with a base64 / quoted-printable CTE: the parser saw no headers
-        data = _decode_transfer(_payload_bytes(inner[0], warnings), _cte(part))
-    else:  # application/octet-stream (or anything) named postacert.eml
-        data = _payload_bytes(part, warnings)
-    try:
-        return _parse_bytes(data)
-    except MalformedMessage:
-        warnings.append("postacert.eml is not a readable e-mail message; its content is ignored")
-        return None
-
-
-def _decode_transfer(data: bytes, cte: str) -> bytes:
-    if cte == "quoted-printable":
-        return quopri.decodestring(data)
-    if cte != "base64":
-        return data
-    try:
-        clean = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
-        return base64.b64decode(clean + b"=" * (-len(clean) % 4))
-    except (binascii.Error, ValueError):
-        return data
 
 
 # ---------------------------------------------------------------- daticert.xml
@@ -413,72 +209,51 @@ class _Envelope:
 
 def _envelope_parts(message: Message, warnings: list[str]) -> _Envelope:
     found = _Envelope()
-    for part in _leaves(message):
-        name = (_filename(part, warnings) or "").strip().lower()
+    for part in mail.leaves(message):
+        name = (mail.filename(part, warnings) or "").strip().lower()
         if name == "daticert.xml" and found.daticert is None:
             found.daticert = part
         elif name == "postacert.eml" and found.postacert is None:
             found.postacert = part
     if found.postacert is None:  # an unnamed embedded message also counts
-        found.postacert = next((p for p in _leaves(message) if _is_message_part(p)), None)
+        found.postacert = next((p for p in mail.leaves(message) if mail.is_message_part(p)), None)
     return found
 
 
-def _message_bytes(message: Message, warnings: list[str]) -> bytes | None:
-    """Serialise a parsed message without refolding its headers (as close to the source as we can)."""
-    out = policy.default.clone(refold_source="none", cte_type="8bit", max_line_length=0)
-    try:
-        return message.as_bytes(policy=out)
-    except _EMAIL_FAILURES as exc:
-        warnings.append(f"the embedded message could not be re-serialised ({exc})")
-        return None
-
-
-def _disposition(part: Message) -> str | None:
-    try:
-        return part.get_content_disposition()
-    except _EMAIL_FAILURES:
-        return None
-
-
-def _safe_name(name: str) -> str:
-    base = re.split(r"[/\\]", name)[-1]
-    return "".join(ch for ch in base if ch.isprintable()).strip().lstrip(".")
-
-
 def _attachment(part: Message, index: int, warnings: list[str]) -> Attachment | None:
-    ctype, name = _content_type(part), _filename(part, warnings)
+    ctype, name = mail.content_type(part), mail.filename(part, warnings)
     if (name or "").strip().lower() in _SERVICE_NAMES or ctype in _SIGNATURE_TYPES:
         return None
     if ctype.startswith("multipart/"):
         return None
-    if not name and ctype in _BODY_TYPES and _disposition(part) != "attachment":
+    if not name and ctype in _BODY_TYPES and mail.disposition(part) != "attachment":
         return None  # a message body, not an attachment
-    if _is_message_part(part):
-        inner = _children(part)
-        data = (_message_bytes(inner[0], warnings) if inner else None) or _payload_bytes(
-            part, warnings
-        )
-    else:
-        data = _payload_bytes(part, warnings)
-    filename = _safe_name(name or "")
-    if not filename:
-        extension = (
-            ".eml" if _is_message_part(part) else ".xml" if ctype.endswith("/xml") else ".bin"
-        )
-        filename = f"part-{index}{extension}"
+    data = _part_data(part, warnings)
+    filename = mail.safe_name(name or "") or f"part-{index}{_extension(part, ctype)}"
     return Attachment(filename=filename, content_type=ctype, data=data)
 
 
+def _part_data(part: Message, warnings: list[str]) -> bytes:
+    inner = mail.children(part) if mail.is_message_part(part) else []
+    serialised = mail.message_bytes(inner[0], warnings) if inner else None
+    return serialised or mail.payload_bytes(part, warnings)
+
+
+def _extension(part: Message, ctype: str) -> str:
+    if mail.is_message_part(part):
+        return ".eml"
+    return ".xml" if ctype.endswith("/xml") else ".bin"
+
+
 def _attachments(message: Message, warnings: list[str]) -> tuple[Attachment, ...]:
-    found = (_attachment(part, i, warnings) for i, part in enumerate(_leaves(message), 1))
+    found = (_attachment(part, i, warnings) for i, part in enumerate(mail.leaves(message), 1))
     return tuple(a for a in found if a is not None)
 
 
 # ---------------------------------------------------------------- classification
 
 
-def _type_from_headers(headers: _Headers, warnings: list[str]) -> PecType | None:
+def _type_from_headers(headers: mail.Headers, warnings: list[str]) -> PecType | None:
     ricevuta, trasporto = headers.raw("X-Ricevuta"), headers.raw("X-Trasporto")
     if ricevuta is not None and trasporto is not None:
         warnings.append("both X-Ricevuta and X-Trasporto are present: X-Ricevuta wins")
@@ -505,7 +280,7 @@ def _type_from_subject(subject: str | None) -> PecType | None:
     return next((t for prefix, t in _SUBJECT_PREFIXES if upper.startswith(prefix)), None)
 
 
-def _looks_like_pec(headers: _Headers, envelope: _Envelope, warnings: list[str]) -> bool:
+def _looks_like_pec(headers: mail.Headers, envelope: _Envelope, warnings: list[str]) -> bool:
     """PEC evidence besides the subject: the X- headers, a daticert.xml, the provider's From."""
     if headers.raw("X-Ricevuta") is not None or headers.raw("X-Trasporto") is not None:
         return True
@@ -516,7 +291,7 @@ def _looks_like_pec(headers: _Headers, envelope: _Envelope, warnings: list[str])
 
 
 def _classify(
-    headers: _Headers, envelope: _Envelope, daticert: Daticert | None, warnings: list[str]
+    headers: mail.Headers, envelope: _Envelope, daticert: Daticert | None, warnings: list[str]
 ) -> PecType | None:
     subject = headers.text("Subject", warnings)
     by_tipo = _TIPO.get(daticert.tipo or "") if daticert else None
@@ -548,7 +323,7 @@ def _classify(
 # ---------------------------------------------------------------- addresses
 
 
-def _per_conto_di(headers: _Headers, warnings: list[str]) -> str | None:
+def _per_conto_di(headers: mail.Headers, warnings: list[str]) -> str | None:
     for name, _ in headers.addresses("From", warnings):
         match = _PER_CONTO_DI.search(name)
         if match:
@@ -556,18 +331,51 @@ def _per_conto_di(headers: _Headers, warnings: list[str]) -> str | None:
     return None
 
 
-def _first_address(headers: _Headers, name: str, warnings: list[str]) -> str | None:
-    found = headers.addresses(name, warnings)
+def _first_address(headers: mail.Headers | None, name: str, warnings: list[str]) -> str | None:
+    found = headers.addresses(name, warnings) if headers is not None else []
     return found[0][1] if found else None
 
 
-def _sdi_address(candidates: list[str | None]) -> str | None:
-    """sdiNN@pec.fatturapa.it from the given sources in order; never the outer From (F1)."""
+def _mittente(headers: mail.Headers, daticert: Daticert | None, warnings: list[str]) -> str | None:
+    """daticert mittente, else "Per conto di:" in the From name, else Reply-To, else From."""
+    return (
+        (daticert.mittente if daticert else None)
+        or _per_conto_di(headers, warnings)
+        or _first_address(headers, "Reply-To", warnings)
+        or _first_address(headers, "From", warnings)
+    )
+
+
+def _sdi_address(
+    headers: mail.Headers,
+    inner: mail.Headers | None,
+    daticert: Daticert | None,
+    warnings: list[str],
+) -> str | None:
+    """sdiNN@pec.fatturapa.it from Reply-To, the inner From, "Per conto di:" or daticert mittente.
+
+    Never from the outer From address: that is the provider's (field quirk F1).
+    """
+    candidates = (
+        _first_address(headers, "Reply-To", warnings),
+        _first_address(inner, "From", warnings),
+        _per_conto_di(headers, warnings),
+        daticert.mittente if daticert else None,
+    )
     for candidate in candidates:
         match = _SDI_ADDRESS.fullmatch((candidate or "").strip().strip("<>"))
         if match:
             return match.group(0).lower()
     return None
+
+
+def _destinatari(
+    headers: mail.Headers, daticert: Daticert | None, warnings: list[str]
+) -> tuple[str, ...]:
+    if daticert is not None and daticert.destinatari:
+        return daticert.destinatari
+    found = headers.addresses("To", warnings) + headers.addresses("Cc", warnings)
+    return tuple(dict.fromkeys(address for _, address in found))
 
 
 # ---------------------------------------------------------------- parse
@@ -578,72 +386,54 @@ def _inner(
 ) -> tuple[Message | None, bytes | None]:
     if kind is None or envelope.postacert is None:
         return None, None
-    inner = _embedded_message(envelope.postacert, warnings)
+    inner = mail.embedded_message(envelope.postacert, warnings)
     if inner is None:
         return None, None
-    return inner, _message_bytes(inner, warnings)
-
-
-def parse(raw: bytes) -> PecMessage:
-    """Read one raw mail; raise MalformedMessage only when it is not an e-mail message at all."""
-    warnings: list[str] = []
-    message = _parse_bytes(raw)
-    headers = _Headers(message)
-    envelope = _envelope_parts(message, warnings)
-    daticert = None
-    if envelope.daticert is not None:
-        daticert = _parse_daticert(_payload_bytes(envelope.daticert, warnings), warnings)
-    kind = _classify(headers, envelope, daticert, warnings)
-    inner, postacert = _inner(kind, envelope, warnings)
-    inner_headers = _Headers(inner) if inner is not None else None
-    per_conto_di = _per_conto_di(headers, warnings)
-    inner_from = _first_address(inner_headers, "From", warnings) if inner_headers else None
-    mittente = (daticert.mittente if daticert else None) or per_conto_di
-    mittente = mittente or _first_address(headers, "Reply-To", warnings)
-    mittente = mittente or _first_address(headers, "From", warnings)
-    message_id = _message_id(headers, "Message-ID")
-    riferimento = _message_id(headers, "X-Riferimento-Message-ID")
-    identificativo = daticert.identificativo if daticert else None
-    if identificativo is None and kind in _ENVELOPES and message_id is not None:
-        identificativo = message_id.strip("<>")
-    return PecMessage(
-        type=kind,
-        identificativo=identificativo,
-        riferimento_message_id=riferimento or _normalized(daticert.msgid if daticert else None),
-        message_id=message_id,
-        mittente=mittente,
-        destinatari=_destinatari(headers, daticert, warnings),
-        oggetto=(daticert.oggetto if daticert else None) or headers.text("Subject", warnings),
-        gestore=daticert.gestore if daticert else None,
-        errore=daticert.errore if daticert else None,
-        errore_esteso=daticert.errore_esteso if daticert else None,
-        sdi_address=_sdi_address(
-            [
-                _first_address(headers, "Reply-To", warnings),
-                inner_from,
-                per_conto_di,
-                daticert.mittente if daticert else None,
-            ]
-        ),
-        daticert=daticert,
-        postacert=postacert,
-        attachments=_attachments(inner if inner is not None else message, warnings),
-        warnings=tuple(dict.fromkeys(warnings)),
-    )
+    return inner, mail.message_bytes(inner, warnings)
 
 
 def _normalized(value: str | None) -> str | None:
     return normalize_message_id(value) if value else None
 
 
-def _message_id(headers: _Headers, name: str) -> str | None:
-    return _normalized(headers.raw(name))
+def _identificativo(
+    kind: PecType | None, daticert: Daticert | None, message_id: str | None
+) -> str | None:
+    if daticert is not None and daticert.identificativo:
+        return daticert.identificativo
+    if kind in _ENVELOPES and message_id is not None:
+        return message_id.strip("<>")
+    return None
 
 
-def _destinatari(
-    headers: _Headers, daticert: Daticert | None, warnings: list[str]
-) -> tuple[str, ...]:
-    if daticert is not None and daticert.destinatari:
-        return daticert.destinatari
-    found = headers.addresses("To", warnings) + headers.addresses("Cc", warnings)
-    return tuple(dict.fromkeys(address for _, address in found))
+def parse(raw: bytes) -> PecMessage:
+    """Read one raw mail; raise MalformedMessage only when it is not an e-mail message at all."""
+    warnings: list[str] = []
+    message = mail.parse_bytes(raw)
+    headers = mail.Headers(message)
+    envelope = _envelope_parts(message, warnings)
+    daticert = None
+    if envelope.daticert is not None:
+        daticert = _parse_daticert(mail.payload_bytes(envelope.daticert, warnings), warnings)
+    kind = _classify(headers, envelope, daticert, warnings)
+    inner, postacert = _inner(kind, envelope, warnings)
+    inner_headers = mail.Headers(inner) if inner is not None else None
+    message_id = _normalized(headers.raw("Message-ID"))
+    riferimento = _normalized(headers.raw("X-Riferimento-Message-ID"))
+    return PecMessage(
+        type=kind,
+        identificativo=_identificativo(kind, daticert, message_id),
+        riferimento_message_id=riferimento or _normalized(daticert.msgid if daticert else None),
+        message_id=message_id,
+        mittente=_mittente(headers, daticert, warnings),
+        destinatari=_destinatari(headers, daticert, warnings),
+        oggetto=(daticert.oggetto if daticert else None) or headers.text("Subject", warnings),
+        gestore=daticert.gestore if daticert else None,
+        errore=daticert.errore if daticert else None,
+        errore_esteso=daticert.errore_esteso if daticert else None,
+        sdi_address=_sdi_address(headers, inner_headers, daticert, warnings),
+        daticert=daticert,
+        postacert=postacert,
+        attachments=_attachments(inner if inner is not None else message, warnings),
+        warnings=tuple(dict.fromkeys(warnings)),
+    )
