@@ -20,9 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pecgateway import classify as classify_module
-from pecgateway import invoice, sample
+from pecgateway import compose, invoice, sample
 from pecgateway.classify import Kind, Node, classify, walk
 from pecgateway.errors import MalformedMessage
+from pecgateway.sandbox import envelope, notification
+from pecgateway.sandbox.ca import SandboxCA
 
 # ---- builders (plain functions; test_report and test_inspect_cli use them too) -----------------
 
@@ -588,3 +590,80 @@ def test_every_seed_is_understood(index: int) -> None:
     node = classify(seeds()[index], None)
     _assert_total(node)
     assert node.kind not in (Kind.MALFORMED, Kind.UNKNOWN), node.error
+
+
+# ---- round trips with the product's own builders ----------------------------------------------------
+
+_NOW = datetime.datetime(2026, 3, 2, 10, 30, tzinfo=datetime.UTC)
+
+
+def test_our_own_outgoing_message_is_an_email_carrying_the_signed_invoice() -> None:
+    message = compose.compose(
+        file_name="IT01234567890_00001.xml.p7m",
+        data=p7m(invoice_xml()),
+        sender="fatture@pec.alfa.example.it",
+        recipient="sdi01@pec.fatturapa.it",
+        message_id="<out-1@pec.alfa.example.it>",
+        date=_NOW,
+    )
+    node = classify(bytes(message), "outgoing.eml")
+    assert node.kind is Kind.EMAIL
+    assert _kinds(node) == [("IT01234567890_00001.xml.p7m", Kind.INVOICE)]
+    assert node.contents[0].signed
+
+
+def test_signed_sdi_envelope_from_the_sandbox_carries_a_notification(
+    sandbox_ca: SandboxCA,
+) -> None:
+    header = notification.Header(
+        identificativo_sdi="6782414",
+        nome_file=INVOICE_NAME,
+        message_id="1269788243",
+        pec_message_id="<out-1@pec.alfa.example.it>",
+        data_ora_ricezione=_NOW,
+        hash="0" * 64,
+    )
+    rc = notification.build_rc(
+        header,
+        flow="B2B",
+        data_ora_consegna=_NOW,
+        codice_destinatario="0000000",
+        descrizione_destinatario="BETA",
+    )
+    inner = EmailMessage()
+    inner["From"] = "sdi01@pec.fatturapa.it"
+    inner["To"] = "fatture@pec.alfa.example.it"
+    inner["Subject"] = "Ricevuta di consegna 6782414"
+    inner["Message-ID"] = "<sdi-2@pec.fatturapa.it>"
+    inner.set_content("Ricevuta di consegna.")
+    name = "IT01234567890_00001_RC_001.xml"
+    inner.add_attachment(rc, maintype="application", subtype="octet-stream", filename=name)
+    original = envelope.Original(
+        mittente="sdi01@pec.fatturapa.it",
+        destinatari=("fatture@pec.alfa.example.it",),
+        oggetto="Ricevuta di consegna 6782414",
+        identificativo="opec9.20260302103000.9@pcert.sogei.it",
+        msgid="<sdi-2@pec.fatturapa.it>",
+        raw=inner.as_bytes(),
+    )
+    gestore = envelope.Gestore(name="Sogei SpA", domain="pcert.sogei.it", signer=sandbox_ca.sogei)
+    node = classify(envelope.build_posta_certificata(gestore, original, _NOW), "busta.eml")
+    assert node.kind is Kind.PEC
+    assert node.pec is not None
+    assert node.pec.sdi_address == "sdi01@pec.fatturapa.it"
+    assert _kinds(node) == [(name, Kind.NOTIFICATION)]
+    rc_node = node.contents[0]
+    assert rc_node.notification is not None
+    assert rc_node.notification.identificativo_sdi == "6782414"
+
+
+def test_at_zip_from_the_sandbox_builder_is_an_archive() -> None:
+    at_name = "IT01234567890_00001_AT_001.xml"
+    data = notification.build_at_zip(
+        at_name=at_name,
+        at_xml=notification_xml("AttestazioneTrasmissioneFattura"),
+        invoice_name=INVOICE_NAME,
+        invoice=invoice_xml(),
+    )
+    node = classify(data, "IT01234567890_00001_AT_001.zip")
+    assert _kinds(node) == [(INVOICE_NAME, Kind.INVOICE), (at_name, Kind.NOTIFICATION)]
