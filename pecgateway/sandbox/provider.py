@@ -1,0 +1,305 @@
+"""The user's PEC provider in the sandbox: what happens to every message the user submits.
+
+Owns the provider's behaviour (spec §6): formal checks → AVVISO DI NON ACCETTAZIONE, otherwise
+ACCETTAZIONE; delivery to SDI (CONSEGNA from SDI's provider, then the SDI simulator) or AVVISO DI
+MANCATA CONSEGNA; SDI's answers wrapped in SDI's provider envelope after their delay. Every message
+goes into the user's mailbox through ``deposit``. Owns its timers: all cancelled by ``stop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import re
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from datetime import datetime
+from email import message_from_bytes, policy
+from email.header import decode_header, make_header
+from email.message import Message
+from email.utils import format_datetime
+from typing import Any
+
+from pecgateway.sandbox import envelope
+from pecgateway.sandbox.ca import SandboxCA
+from pecgateway.sandbox.envelope import Gestore, Original, TipoRicevuta
+from pecgateway.sandbox.formal import addresses, formal_problems
+from pecgateway.sandbox.simulator import Outgoing, SdiSimulator
+from pecgateway.sandbox.submission import Submission
+
+__all__ = [
+    "SANDBOX_DOMAIN",
+    "SDI_ADDRESS",
+    "SDI_PEC_DOMAIN",
+    "Deposit",
+    "PecProvider",
+    "ProviderConfig",
+]
+
+SANDBOX_DOMAIN = "pec.sandbox.test"
+SDI_PEC_DOMAIN = "pec.sogei.test"
+SDI_ADDRESS = re.compile(r"sdi\d{2}@pec\.fatturapa\.it", re.IGNORECASE)
+
+Deposit = Callable[[bytes], Awaitable[None]]  # appends one raw message to the user's INBOX
+Clock = Callable[[], datetime]
+
+
+def _local_now() -> datetime:
+    return datetime.now().astimezone()
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """The provider's knobs; the defaults behave like a real provider, only faster."""
+
+    gestore: str = "PEC Sandbox S.p.A."
+    domain: str = SANDBOX_DOMAIN
+    sdi_gestore: str = "Sogei SpA (sandbox)"
+    sdi_domain: str = SDI_PEC_DOMAIN
+    max_message_bytes: int = 30 * 1024 * 1024
+    consegna_delay_s: float = 0.0
+    # tests: when set, messages to SDI get stuck: a preavviso-errore-consegna after this many
+    # seconds, an errore-consegna (5.4.1) after twice as many, and SDI never sees them
+    preavviso_after_s: float | None = None
+
+
+class PecProvider:
+    """One user's provider: ``submit`` handles a submission, ``deliver`` an SDI message to them."""
+
+    def __init__(
+        self,
+        *,
+        user: str,
+        ca: SandboxCA,
+        deposit: Deposit,
+        simulator: SdiSimulator | None,
+        log: Any,
+        config: ProviderConfig | None = None,
+        clock: Clock = _local_now,
+    ) -> None:
+        self.user = user.lower()
+        self.config = config or ProviderConfig()
+        self._gestore = Gestore(self.config.gestore, self.config.domain, ca.provider)
+        self._sdi_gestore = Gestore(self.config.sdi_gestore, self.config.sdi_domain, ca.sogei)
+        self._deposit = deposit
+        self._simulator = simulator
+        self._log = log
+        self._clock = clock
+        self._counter = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ---- lifecycle of the timers ---------------------------------------------------------------
+
+    def _spawn(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=what)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self._log.error("provider_task_failed", task=task.get_name(), error=repr(exc))
+
+    async def stop(self) -> None:
+        """Cancels every pending delivery and SDI answer and waits for them to end."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def pending(self) -> int:
+        return len(self._tasks)
+
+    async def idle(self) -> None:
+        """Waits until nothing is scheduled (tests with near-zero delays use it)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # ---- identifiers ---------------------------------------------------------------------------
+
+    def _identificativo(self, domain: str, now: datetime) -> str:
+        n = next(self._counter)
+        return f"opec-sandbox.{now:%Y%m%d%H%M%S}.{os.getpid():05d}.{n:04d}.1.{n % 97}@{domain}"
+
+    def _received(self, submission: Submission, now: datetime) -> str:
+        return (
+            f"Received: from [127.0.0.1] by smtps.{self.config.domain} (pecgateway sandbox) "
+            f"with ESMTPSA for <{submission.rcpt_tos[0] if submission.rcpt_tos else ''}>; "
+            f"{format_datetime(now)}"
+        )
+
+    # ---- the user's submissions ----------------------------------------------------------------
+
+    async def submit(self, submission: Submission) -> str | None:
+        """The provider's handling of one submitted message; returns the SMTP reply (None: 250)."""
+        now = self._clock()
+        parsed = message_from_bytes(submission.data, policy=policy.compat32)
+        original = self._original(submission, parsed, now)
+        problems = formal_problems(
+            submission, parsed, account=self.user, max_bytes=self.config.max_message_bytes
+        )
+        if problems:
+            reason = "; ".join(problems)
+            self._log.warning(
+                "provider_not_accepted",
+                subject=original.oggetto,
+                reason=reason,
+                msgid=original.msgid,
+            )
+            await self._deposit(
+                envelope.build_non_accettazione(self._gestore, original, now, reason)
+            )
+            return None
+        await self._deposit(envelope.build_accettazione(self._gestore, original, now))
+        self._log.info(
+            "provider_accepted",
+            subject=original.oggetto,
+            msgid=original.msgid,
+            identificativo=original.identificativo,
+            recipients=original.destinatari,
+        )
+        for recipient in original.destinatari:
+            self._spawn(self._deliver(original, parsed, recipient), f"deliver {recipient}")
+        return None
+
+    def _original(self, submission: Submission, parsed: Message, now: datetime) -> Original:
+        requested = str(parsed.get("X-TipoRicevuta", "completa")).strip().lower()
+        ricevuta = next((t for t in TipoRicevuta if t.value == requested), TipoRicevuta.COMPLETA)
+        reply_to = addresses(parsed, "Reply-To")
+        return Original(
+            mittente=submission.login.lower(),
+            destinatari=tuple(r.lower() for r in submission.rcpt_tos),
+            oggetto=_subject(parsed),
+            identificativo=self._identificativo(self.config.domain, now),
+            msgid=_message_id(parsed),
+            raw=submission.data,
+            risposte=reply_to[0] if reply_to else None,
+            ricevuta=ricevuta,
+            received=self._received(submission, now),
+        )
+
+    async def _deliver(self, original: Original, parsed: Message, recipient: str) -> None:
+        await asyncio.sleep(self.config.consegna_delay_s)
+        if SDI_ADDRESS.fullmatch(recipient):
+            await self._deliver_to_sdi(original, parsed, recipient)
+        elif recipient == self.user:
+            await self._deliver_to_self(original)
+        else:
+            self._log.warning(
+                "provider_delivery_failed",
+                recipient=recipient,
+                errore="no-dest",
+                reason="no such PEC mailbox in the sandbox (only SDI and yourself)",
+            )
+            await self._deposit(
+                envelope.build_errore_consegna(self._gestore, original, recipient, self._clock())
+            )
+
+    async def _deliver_to_self(self, original: Original) -> None:
+        now = self._clock()
+        await self._deposit(envelope.build_posta_certificata(self._gestore, original, now))
+        await self._deposit(envelope.build_consegna(self._gestore, original, self.user, now))
+        self._log.info(
+            "provider_delivered", recipient=self.user, identificativo=original.identificativo
+        )
+
+    async def _deliver_to_sdi(self, original: Original, parsed: Message, recipient: str) -> None:
+        if self.config.preavviso_after_s is not None:
+            await self._stuck(original, recipient, self.config.preavviso_after_s)
+            return
+        now = self._clock()
+        await self._deposit(envelope.build_consegna(self._sdi_gestore, original, recipient, now))
+        self._log.info(
+            "provider_delivered",
+            recipient=recipient,
+            identificativo=original.identificativo,
+            ricevuta=original.ricevuta.value,
+        )
+        if self._simulator is None:
+            return
+        answers = self._simulator.receive(
+            sender=original.mittente,
+            recipient=recipient,
+            message=parsed,
+            identificativo=original.identificativo,
+            now=now,
+        )
+        for answer in answers:
+            self._spawn(self._answer(answer), f"sdi answer from {answer.sender}")
+
+    async def _stuck(self, original: Original, recipient: str, after_s: float) -> None:
+        self._log.warning(
+            "provider_delivery_stuck",
+            recipient=recipient,
+            after_s=after_s,
+            reason="preavviso_after_s is set: SDI's provider never confirms",
+        )
+        await asyncio.sleep(after_s)
+        await self._deposit(
+            envelope.build_preavviso_errore_consegna(
+                self._gestore, original, recipient, self._clock()
+            )
+        )
+        await asyncio.sleep(after_s)
+        text = f"5.4.1 - {self._gestore.name} - il messaggio non è stato consegnato nelle 24 ore"
+        await self._deposit(
+            envelope.build_errore_consegna(
+                self._gestore,
+                original,
+                recipient,
+                self._clock(),
+                errore="altro",
+                errore_esteso=text,
+            )
+        )
+
+    # ---- SDI's messages to the user ------------------------------------------------------------
+
+    async def _answer(self, answer: Outgoing) -> None:
+        await asyncio.sleep(answer.delay_s)
+        await self.deliver(answer)
+
+    async def deliver(self, outgoing: Outgoing) -> str:
+        """Wraps SDI's inner message in SDI's provider envelope and deposits it now.
+
+        Returns the envelope's identificativo."""
+        now = self._clock()
+        message = outgoing.message
+        if message.get("X-TipoRicevuta") is None:
+            message["X-TipoRicevuta"] = "breve"
+        original = Original(
+            mittente=outgoing.sender,
+            destinatari=(self.user,),
+            oggetto=str(message.get("Subject", "")),
+            identificativo=self._identificativo(self.config.sdi_domain, now),
+            msgid=_message_id(message),
+            raw=message.as_bytes(policy=policy.SMTP),
+            risposte=outgoing.sender,
+            ricevuta=TipoRicevuta.BREVE,
+        )
+        await self._deposit(envelope.build_posta_certificata(self._sdi_gestore, original, now))
+        self._log.info(
+            "sdi_message_delivered",
+            sender=outgoing.sender,
+            subject=original.oggetto,
+            identificativo=original.identificativo,
+        )
+        return original.identificativo
+
+
+def _subject(parsed: Message) -> str:
+    value = parsed.get("Subject")
+    if value is None:
+        return ""
+    try:
+        return str(make_header(decode_header(str(value)))).strip()
+    except (UnicodeError, LookupError, ValueError):
+        return str(value).strip()
+
+
+def _message_id(parsed: Message) -> str | None:
+    found = re.search(r"<[^<>\s]+>", str(parsed.get("Message-ID", "")))
+    return found.group(0) if found else None

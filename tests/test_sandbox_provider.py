@@ -1,0 +1,372 @@
+"""The sandbox's PEC provider on real aiosmtpd listeners and a real Dovecot: checks, receipts, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+import smtplib
+import ssl
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+import structlog
+
+from pecgateway import pec
+from pecgateway.sandbox.ca import SandboxCA
+from pecgateway.sandbox.dovecot import Dovecot, MailAccount
+from pecgateway.sandbox.notification import XadesSigner
+from pecgateway.sandbox.provider import PecProvider, ProviderConfig
+from pecgateway.sandbox.simulator import SdiSimulator, SimulatorConfig
+from pecgateway.sandbox.submission import SubmissionServer, server_tls_context
+
+pytestmark = pytest.mark.servers
+
+SDI = "sdi01@pec.fatturapa.it"
+OUR_ID = "<20240506.invoice-00001.a1b2c3d4e5f60718293a4b5c6d7e8f90@pec.sandbox.test>"
+
+
+@dataclass
+class Sandbox:
+    account: MailAccount
+    provider: PecProvider
+    server: SubmissionServer
+    dovecot: Dovecot
+    ca: SandboxCA
+
+    def context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca.ca_file))
+
+    async def send(
+        self,
+        message: EmailMessage,
+        *,
+        starttls: bool = False,
+        to: list[str] | None = None,
+        mail_from: str | None = None,
+    ) -> None:
+        await asyncio.to_thread(self._send, message, starttls, to, mail_from)
+        await self.provider.idle()
+
+    def _send(
+        self, message: EmailMessage, starttls: bool, to: list[str] | None, mail_from: str | None
+    ) -> None:
+        smtp: smtplib.SMTP
+        if starttls:
+            smtp = smtplib.SMTP("127.0.0.1", self.server.starttls_port, timeout=10)
+            smtp.starttls(context=self.context())
+        else:
+            smtp = smtplib.SMTP_SSL(
+                "127.0.0.1", self.server.port, context=self.context(), timeout=10
+            )
+        with smtp:
+            smtp.login(self.account.user, self.account.password)
+            # sendmail, not send_message: send_message would drop a Bcc header
+            recipients = to or [str(message["To"])]
+            raw = message.as_bytes(policy=policy.SMTP)
+            smtp.sendmail(mail_from or self.account.user, recipients, raw)
+
+    def mailbox(self) -> list[bytes]:
+        context = self.context()
+        with imaplib.IMAP4_SSL(
+            "127.0.0.1", self.account.port, ssl_context=context, timeout=10
+        ) as imap:
+            imap.login(self.account.user, self.account.password)
+            imap.select("INBOX", readonly=True)
+            _, found = imap.uid("SEARCH", "ALL")
+            raws = []
+            for uid in found[0].split():
+                _, parts = imap.uid("FETCH", uid, "(BODY.PEEK[])")
+                assert isinstance(parts[0], tuple)
+                raws.append(parts[0][1])
+            return raws
+
+    def parsed(self) -> list[pec.PecMessage]:
+        return [pec.parse(raw) for raw in self.mailbox()]
+
+
+def _signer(ca: SandboxCA) -> XadesSigner:
+    return XadesSigner(ca.sdi.key_pem, ca.sdi.cert_pem)
+
+
+async def _start(
+    dovecot: Dovecot, account: MailAccount, ca: SandboxCA, config: ProviderConfig, state: Path
+) -> tuple[PecProvider, SubmissionServer]:
+    simulator = SdiSimulator(
+        signer=_signer(ca), schemas=None, config=SimulatorConfig(), state_path=state
+    )
+
+    async def deposit(raw: bytes) -> None:
+        await asyncio.to_thread(dovecot.imap_append, account.user, raw)
+
+    provider = PecProvider(
+        user=account.user,
+        ca=ca,
+        deposit=deposit,
+        simulator=simulator,
+        log=structlog.get_logger("test"),
+        config=config,
+    )
+    tls = server_tls_context(ca.server.cert_path, ca.server.key_path)
+    server = SubmissionServer(
+        {account.user: account.password},
+        tls,
+        provider.submit,
+        hostname="smtps.pec.sandbox.test",
+        data_size_limit=40 * 2**20,
+    )
+    await server.start()
+    return provider, server
+
+
+@pytest.fixture
+def provider_config() -> ProviderConfig:
+    return ProviderConfig()
+
+
+@pytest.fixture
+async def sandbox(
+    dovecot: Dovecot,
+    mail_user: MailAccount,
+    sandbox_ca: SandboxCA,
+    provider_config: ProviderConfig,
+    tmp_path: Path,
+) -> AsyncIterator[Sandbox]:
+    provider, server = await _start(
+        dovecot, mail_user, sandbox_ca, provider_config, tmp_path / "sdi.json"
+    )
+    yield Sandbox(mail_user, provider, server, dovecot, sandbox_ca)
+    await server.stop()
+    await provider.stop()
+
+
+def _message(sender: str, to: str = SDI, **extra: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = "IT01234567890_00001.xml"
+    message["Message-ID"] = OUR_ID
+    for name, value in extra.items():
+        message[name.replace("_", "-")] = value
+    message.set_content("Invio fattura.")
+    message.add_attachment(
+        b"<not-an-invoice/>", "application", "octet-stream", filename="IT01234567890_00001.xml"
+    )
+    return message
+
+
+def _types(messages: list[pec.PecMessage]) -> list[pec.PecType | None]:
+    return [m.type for m in messages]
+
+
+async def test_accepted_message_gets_accettazione_referring_to_our_message_id(
+    sandbox: Sandbox,
+) -> None:
+    await sandbox.send(_message(sandbox.account.user))
+    accettazione = sandbox.parsed()[0]
+    assert accettazione.type is pec.PecType.ACCETTAZIONE
+    assert accettazione.riferimento_message_id == OUR_ID
+    assert accettazione.daticert is not None
+    assert accettazione.daticert.msgid == OUR_ID
+    assert accettazione.identificativo is not None
+    assert accettazione.identificativo.endswith("@pec.sandbox.test")
+
+
+async def test_message_to_sdi_gets_consegna_from_sdis_provider_with_the_original(
+    sandbox: Sandbox,
+) -> None:
+    await sandbox.send(_message(sandbox.account.user))
+    accettazione, consegna = sandbox.parsed()[:2]
+    assert consegna.type is pec.PecType.AVVENUTA_CONSEGNA
+    assert consegna.riferimento_message_id == OUR_ID
+    assert consegna.identificativo == accettazione.identificativo
+    assert consegna.daticert is not None
+    assert consegna.daticert.consegna == SDI
+    assert consegna.daticert.ricevuta == "completa"
+    assert [a.filename for a in consegna.attachments] == ["IT01234567890_00001.xml"]
+    assert consegna.postacert is not None
+    inner = message_from_bytes(consegna.postacert, policy=policy.default)
+    assert str(inner["Message-ID"]).strip() == f"<{accettazione.identificativo}>"
+    assert str(inner["X-Riferimento-Message-ID"]).strip() == OUR_ID
+
+
+async def test_sdi_answers_from_the_newly_assigned_address(sandbox: Sandbox) -> None:
+    await sandbox.send(_message(sandbox.account.user))
+    answer = sandbox.parsed()[2]
+    assert answer.type is pec.PecType.POSTA_CERTIFICATA
+    assert answer.sdi_address is not None
+    assert answer.sdi_address != SDI
+    assert answer.gestore == "Sogei SpA (sandbox)"
+
+
+@pytest.mark.parametrize(
+    ("tipo", "attachments", "has_postacert"),
+    [("breve", 1, True), ("sintetica", 0, False)],
+)
+async def test_consegna_honours_x_tipo_ricevuta(
+    sandbox: Sandbox, tipo: str, attachments: int, has_postacert: bool
+) -> None:
+    await sandbox.send(_message(sandbox.account.user, X_TipoRicevuta=tipo))
+    consegna = sandbox.parsed()[1]
+    assert consegna.daticert is not None
+    assert consegna.daticert.ricevuta == tipo
+    assert len(consegna.attachments) == attachments
+    assert (consegna.postacert is not None) is has_postacert
+    if attachments:
+        assert consegna.attachments[0].data.startswith(b"SHA-256: ")
+
+
+async def test_unknown_recipient_gets_errore_consegna_no_dest(sandbox: Sandbox) -> None:
+    await sandbox.send(_message(sandbox.account.user, to="nobody@pec.example.it"))
+    accettazione, errore = sandbox.parsed()
+    assert accettazione.type is pec.PecType.ACCETTAZIONE
+    assert errore.type is pec.PecType.ERRORE_CONSEGNA
+    assert errore.errore == "no-dest"
+    assert errore.riferimento_message_id == OUR_ID
+
+
+async def test_from_other_than_the_account_is_not_accepted(sandbox: Sandbox) -> None:
+    message = _message("someone-else@pec.sandbox.test")
+    await sandbox.send(message, mail_from=sandbox.account.user)
+    (notice,) = sandbox.parsed()
+    assert notice.type is pec.PecType.NON_ACCETTAZIONE
+    assert notice.riferimento_message_id == OUR_ID
+    assert "From header" in (notice.errore_esteso or "")
+
+
+async def test_mail_from_other_than_the_account_is_not_accepted(sandbox: Sandbox) -> None:
+    await sandbox.send(_message(sandbox.account.user), mail_from="other@pec.sandbox.test")
+    (notice,) = sandbox.parsed()
+    assert notice.type is pec.PecType.NON_ACCETTAZIONE
+    assert "MAIL FROM" in (notice.errore_esteso or "")
+
+
+async def test_bcc_is_not_accepted(sandbox: Sandbox) -> None:
+    message = _message(sandbox.account.user, Bcc="hidden@pec.example.it")
+    await sandbox.send(message, to=[SDI])
+    (notice,) = sandbox.parsed()
+    assert notice.type is pec.PecType.NON_ACCETTAZIONE
+    assert "Bcc" in (notice.errore_esteso or "")
+
+
+async def test_rcpt_to_differing_from_to_is_not_accepted(sandbox: Sandbox) -> None:
+    await sandbox.send(_message(sandbox.account.user), to=[SDI, "extra@pec.example.it"])
+    (notice,) = sandbox.parsed()
+    assert notice.type is pec.PecType.NON_ACCETTAZIONE
+    assert "extra@pec.example.it" in (notice.errore_esteso or "")
+
+
+@pytest.mark.parametrize("provider_config", [ProviderConfig(max_message_bytes=2000)])
+async def test_message_over_the_size_limit_is_not_accepted(sandbox: Sandbox) -> None:
+    message = _message(sandbox.account.user)
+    message.add_attachment(b"x" * 4000, "application", "octet-stream", filename="big.bin")
+    await sandbox.send(message)
+    (notice,) = sandbox.parsed()
+    assert notice.type is pec.PecType.NON_ACCETTAZIONE
+    assert "limit" in (notice.errore_esteso or "")
+
+
+@pytest.mark.parametrize("provider_config", [ProviderConfig(preavviso_after_s=0.01)])
+async def test_stuck_delivery_gets_preavviso_then_errore_consegna(sandbox: Sandbox) -> None:
+    await sandbox.send(_message(sandbox.account.user))
+    assert _types(sandbox.parsed()) == [
+        pec.PecType.ACCETTAZIONE,
+        pec.PecType.PREAVVISO_ERRORE_CONSEGNA,
+        pec.PecType.ERRORE_CONSEGNA,
+    ]
+
+
+async def test_starttls_submission_works_with_verification(sandbox: Sandbox) -> None:
+    await sandbox.send(_message(sandbox.account.user), starttls=True)
+    assert _types(sandbox.parsed())[:2] == [
+        pec.PecType.ACCETTAZIONE,
+        pec.PecType.AVVENUTA_CONSEGNA,
+    ]
+
+
+async def test_mail_without_authentication_is_refused(sandbox: Sandbox) -> None:
+    def attempt() -> int:
+        with smtplib.SMTP_SSL(
+            "127.0.0.1", sandbox.server.port, context=sandbox.context(), timeout=10
+        ) as smtp:
+            smtp.ehlo()
+            code, _ = smtp.mail(sandbox.account.user)
+            return code
+
+    assert await asyncio.to_thread(attempt) == 530
+
+
+async def test_wrong_password_is_refused(sandbox: Sandbox) -> None:
+    def attempt() -> None:
+        with smtplib.SMTP_SSL(
+            "127.0.0.1", sandbox.server.port, context=sandbox.context(), timeout=10
+        ) as smtp:
+            smtp.login(sandbox.account.user, "wrong")
+
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        await asyncio.to_thread(attempt)
+
+
+async def test_auth_is_not_offered_before_starttls(sandbox: Sandbox) -> None:
+    def features() -> tuple[bool, bool]:
+        with smtplib.SMTP("127.0.0.1", sandbox.server.starttls_port, timeout=10) as smtp:
+            smtp.ehlo()
+            before = smtp.has_extn("auth")
+            smtp.starttls(context=sandbox.context())
+            smtp.ehlo()
+            return before, smtp.has_extn("auth")
+
+    before, after = await asyncio.to_thread(features)
+    assert (before, after) == (False, True)
+
+
+async def test_tls_certificate_is_verified_against_the_sandbox_ca(sandbox: Sandbox) -> None:
+    def connect() -> None:
+        smtplib.SMTP_SSL(
+            "127.0.0.1", sandbox.server.port, context=ssl.create_default_context(), timeout=10
+        ).close()
+
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await asyncio.to_thread(connect)
+
+
+def _smime_verify(raw: bytes, ca_file: Path, path: Path) -> str | None:
+    """None when openssl verifies the S/MIME signature against ``ca_file``, else its complaint."""
+    path.write_bytes(raw)
+    command = ["openssl", "smime", "-verify", "-CAfile", str(ca_file), "-in", str(path)]
+    result = subprocess.run(
+        [*command, "-out", "/dev/null"], capture_output=True, text=True, check=False
+    )
+    return None if result.returncode == 0 else result.stderr
+
+
+async def test_every_provider_message_verifies_against_the_sandbox_ca(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    await sandbox.send(_message(sandbox.account.user))
+    raws = sandbox.mailbox()
+    problems = [
+        await asyncio.to_thread(_smime_verify, raw, sandbox.ca.ca_file, tmp_path / f"{n}.eml")
+        for n, raw in enumerate(raws)
+    ]
+    assert len(raws) == 3
+    assert problems == [None, None, None]
+
+
+async def test_stop_cancels_pending_sdi_answers(
+    dovecot: Dovecot, mail_user: MailAccount, sandbox_ca: SandboxCA, tmp_path: Path
+) -> None:
+    provider, server = await _start(
+        dovecot, mail_user, sandbox_ca, ProviderConfig(consegna_delay_s=3600), tmp_path / "s.json"
+    )
+    box = Sandbox(mail_user, provider, server, dovecot, sandbox_ca)
+    await asyncio.to_thread(box._send, _message(mail_user.user), False, None, None)
+    assert provider.pending == 1
+    await server.stop()
+    await provider.stop()
+    assert provider.pending == 0
+    assert _types(box.parsed()) == [pec.PecType.ACCETTAZIONE]
