@@ -278,6 +278,20 @@ def test_bl21_base64_text_of_the_xml_is_decoded_with_a_warning() -> None:
     assert any("base64" in warning for warning in node.warnings)
 
 
+def test_bl09_junk_before_the_prolog_inside_a_p7m_is_dropped_with_a_warning() -> None:
+    node = classify(p7m(b"\x00\x07\x1a junk " + invoice_xml()), "IT01234567890_00001.xml.p7m")
+    assert node.kind is Kind.INVOICE
+    assert node.signed
+    assert any("junk" in warning for warning in node.warnings)
+
+
+def test_utf16_invoice_with_bom_is_an_invoice() -> None:
+    text = invoice_xml().decode("utf-8").replace('encoding="UTF-8"', 'encoding="UTF-16"')
+    node = classify(text.encode("utf-16"), INVOICE_NAME)
+    assert node.kind is Kind.INVOICE
+    assert node.warnings
+
+
 def test_unreadable_invoice_xml_is_malformed() -> None:
     node = classify(b'<?xml version="1.0"?><ns2:FatturaElettronica versione="FPR12">', "x.xml")
     assert node.kind is Kind.MALFORMED
