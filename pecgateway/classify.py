@@ -128,7 +128,7 @@ def classify(data: bytes, filename: str | None = None, *, depth: int = 0) -> Nod
 def _classify(data: bytes, filename: str | None, depth: int) -> Node:
     if depth > _MAX_DEPTH:
         return _failed(Kind.MALFORMED, data, filename, "content nested too deeply to be opened")
-    if not data.strip():
+    if not data or data.isspace():
         return _failed(Kind.MALFORMED, data, filename, "empty file: there is nothing to read")
     for sniff, handler in _HANDLERS:
         if sniff(data):
@@ -387,8 +387,8 @@ def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> b
 _Handler = Callable[[bytes, "str | None", int], Node]
 _HANDLERS: tuple[tuple[Callable[[bytes], bool], _Handler], ...] = (
     (_is_zip, _classify_zip),
-    (_is_mail, _classify_mail),
     (_is_xml, _classify_xml),
+    (_is_mail, _classify_mail),
     (_is_base64_xml, _classify_base64_xml),
     (p7m.looks_like_envelope, _classify_envelope),
     (_is_junk_prefixed_xml, _classify_xml),
