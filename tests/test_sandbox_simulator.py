@@ -14,6 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from pecgateway import sample, schema, sdi
+from pecgateway.errors import ConfigError
 from pecgateway.filename import NotificationType
 from pecgateway.sandbox import notification as nt
 from pecgateway.sandbox.simulator import FIRST_ADDRESS, Outgoing, SdiSimulator, SimulatorConfig
@@ -490,3 +491,12 @@ def test_state_is_written_as_json_without_leftovers(tmp_path: Path) -> None:
     state = json.loads((tmp_path / "sdi.json").read_text(encoding="utf-8"))
     assert USER in state["assigned"]
     assert "it01234567890_00001" in state["used_names"]
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"assigned": 5}'])
+def test_unreadable_state_file_is_a_config_error_naming_the_file(
+    tmp_path: Path, content: str
+) -> None:
+    (tmp_path / "sdi.json").write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"sdi\.json"):
+        _simulator(tmp_path)

@@ -439,6 +439,7 @@ def signature_problem(xml: bytes, ca_cert_pem: bytes) -> str | None:
         InvalidSignature,
         MalformedMessage,
         SignXMLException,
+        etree.LxmlError,  # signxml's own schema check of the ds:Signature
     ) as exc:
         return f"{type(exc).__name__}: {exc}"
     return None

@@ -30,18 +30,18 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from email.message import EmailMessage, Message
-from email.utils import format_datetime, make_msgid, parseaddr
+from email.utils import parseaddr
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 import structlog
 
 from pecgateway import filename, invoice, p7m, safexml, validate
-from pecgateway.errors import MalformedMessage
+from pecgateway.errors import ConfigError, MalformedMessage
 from pecgateway.sandbox import notification as nt
+from pecgateway.sandbox import sdimail
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -50,25 +50,8 @@ if TYPE_CHECKING:
 
 __all__ = ["FIRST_ADDRESS", "SDI_DOMAIN", "Outgoing", "SdiSimulator", "SimulatorConfig"]
 
-SDI_DOMAIN = "pec.fatturapa.it"
+SDI_DOMAIN = sdimail.SDI_DOMAIN
 FIRST_ADDRESS = f"sdi01@{SDI_DOMAIN}"
-_SUBJECTS = {
-    "RC": "Ricevuta di consegna",
-    "NS": "Notifica di scarto",
-    "MC": "Notifica di mancata consegna",
-    "NE": "Notifica di esito",
-    "DT": "Notifica di decorrenza termini",
-    "AT": "Attestazione di avvenuta trasmissione della fattura con impossibilità di recapito",
-}
-_TEXTS = {
-    "RC": "e' stato consegnato al destinatario. In allegato la ricevuta di consegna.",
-    "NS": "e' stato scartato. In allegato la notifica di scarto con i motivi.",
-    "MC": "non e' stato recapitato al destinatario: sono in corso ulteriori tentativi. "
-    "Se ha gia' ricevuto la ricevuta di consegna, ignori questa notifica.",
-    "NE": "ha ricevuto l'esito del committente. In allegato la notifica di esito.",
-    "DT": "non ha ricevuto esito dal committente nei termini. In allegato la notifica.",
-    "AT": "e' stato trasmesso ma non recapitato. In allegato l'attestazione con la fattura.",
-}
 _MC_B2B = "La fattura e' a disposizione del cessionario/committente nella sua area riservata."
 _ERRORS = {
     "00001": ("Nome file non valido", "Usare <IdPaese><IdCodice>_<progressivo>.xml[.p7m]"),
@@ -80,7 +63,6 @@ _ERRORS = {
     "00427": ("CodiceDestinatario di lunghezza non coerente con FormatoTrasmissione", ""),
     "00404": ("Fattura duplicata", "La fattura risulta gia' trasmessa e non scartata"),
 }
-_ROME = ZoneInfo("Europe/Rome")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -148,6 +130,16 @@ class _File:
     facts: invoice.Invoice | None = None
 
 
+def _load(path: Path) -> _State:
+    try:
+        return _State.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise ConfigError(
+            f"the SDI simulator's memory cannot be read ({exc}); delete the file to start afresh",
+            key=str(path),
+        ) from exc
+
+
 def _address(value: str) -> str:
     return parseaddr(value)[1].strip().lower()
 
@@ -201,7 +193,7 @@ class SdiSimulator:
         self._state_path = state_path
         self._state = _State({}, set(), set())
         if state_path is not None and state_path.exists():
-            self._state = _State.from_json(json.loads(state_path.read_text(encoding="utf-8")))
+            self._state = _load(state_path)
 
     # ---- memory --------------------------------------------------------------------------------
 
@@ -461,18 +453,17 @@ class SdiSimulator:
         return Outgoing(delay, file.address, message)
 
     def _message(
-        self, file: _File, kind: str, parts: list[tuple[str, bytes, str]], delay: float
+        self, file: _File, kind: str, parts: list[sdimail.Part], delay: float
     ) -> EmailMessage:
-        identificativo = file.header.identificativo_sdi
-        text = (
-            f"Il file {file.header.nome_file}, ricevuto con identificativo {identificativo}, "
-            f"{_TEXTS[kind]}\n\nPer i prossimi invii utilizzare l'indirizzo {file.address} "
-            "fino a nuova comunicazione.\n\n(Sistema di Interscambio simulato dal sandbox di "
-            "pecgateway: nessun documento fiscale reale.)\n"
+        return sdimail.answer(
+            kind,
+            sender=file.address,
+            to=file.recipient,
+            nome_file=file.header.nome_file,
+            identificativo_sdi=file.header.identificativo_sdi,
+            when=file.received + timedelta(seconds=delay),
+            parts=parts,
         )
-        subject = f"{_SUBJECTS[kind]} {identificativo}"
-        when = file.received + timedelta(seconds=delay)
-        return _compose(file.address, file.recipient, subject, when, parts, text)
 
     # ---- delivering supplier invoices ----------------------------------------------------------
 
@@ -502,12 +493,15 @@ class SdiSimulator:
             (f"{stem}_MT_001.xml", metadata, "7bit"),
             (file_name, data, "base64" if binary else "quoted-printable"),
         ]
-        text = (
-            f"Invio file {file_name}, con identificativo {identificativo}. In allegato il file "
-            "contenente la fattura ed il file contenente i metadati.\n"
-        )
         address = self.address_for(user)
-        message = _compose(address, user, f"Invio File {identificativo}", now, parts, text)
+        message = sdimail.invio_file(
+            sender=address,
+            to=user,
+            file_name=file_name,
+            identificativo_sdi=identificativo,
+            when=now,
+            parts=parts,
+        )
         self._log.info("sdi_invoice_delivered", file=file_name, recipient=user, sender=address)
         self._save()
         return Outgoing(0.0, address, message)
@@ -519,37 +513,3 @@ def _read_invoice(data: bytes) -> invoice.Invoice | None:
         return invoice.parse(payload)
     except MalformedMessage:
         return None
-
-
-def _compose(
-    sender: str,
-    to: str,
-    subject: str,
-    when: datetime,
-    parts: list[tuple[str, bytes, str]],
-    text: str,
-) -> EmailMessage:
-    """SDI's inner message: the files first, then a short text/plain, like the real ones."""
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = to
-    message["Subject"] = subject
-    message["Date"] = format_datetime(
-        (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(_ROME)
-    )
-    message["Message-ID"] = make_msgid(domain=SDI_DOMAIN)
-    message["X-TipoRicevuta"] = "breve"
-    message["MIME-Version"] = "1.0"
-    message.make_mixed()
-    for name, data, cte in parts:
-        part = EmailMessage()
-        part.set_content(
-            data, "application", "octet-stream", filename=name, cte=cte, params={"name": name}
-        )
-        del part["MIME-Version"]
-        message.attach(part)
-    body = EmailMessage()
-    body.set_content(text, charset="utf-8")
-    del body["MIME-Version"]
-    message.attach(body)
-    return message
