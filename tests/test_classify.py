@@ -506,6 +506,15 @@ def test_parser_bug_becomes_malformed_with_the_internal_error_flag(
     assert node.error.startswith("internal error: AttributeError")
 
 
+def test_nul_in_the_declared_encoding_is_not_an_internal_error() -> None:
+    """Found by the property test: codecs.lookup raises ValueError on a NUL in the name."""
+    data = invoice_xml().replace(b'encoding="UTF-8"', b'encoding="\x00UTF-8"', 1)
+    data = data.replace(b"encoding='UTF-8'", b"encoding='\x00UTF-8'", 1)
+    assert b"\x00UTF-8" in data
+    node = classify(data, INVOICE_NAME)
+    assert not node.internal_error, node.error
+
+
 def test_malformed_message_from_a_parser_is_not_an_internal_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
