@@ -122,8 +122,7 @@ def test_sdi_parse_reads_back_type_flow_and_ids(case: str, signer: nt.XadesSigne
     assert parsed.identificativo_sdi == "10000042"
     assert parsed.message_id == "50000007"
     assert parsed.signed
-    if kind is not NotificationType.NE:
-        assert parsed.pec_message_id == HEADER.pec_message_id
+    assert parsed.pec_message_id == HEADER.pec_message_id
     assert parsed.nome_file == "IT01234567890_00001.xml"
 
 
