@@ -21,6 +21,7 @@ __all__ = [
     "MAX_BASE64_PEELS",
     "MAX_INPUT_BYTES",
     "MAX_LAYERS",
+    "PLAIN_XML_WARNING",
     "Signer",
     "Unwrapped",
     "looks_like_envelope",
@@ -31,6 +32,7 @@ MAX_INPUT_BYTES = 64 * 1024 * 1024
 MAX_BASE64_PEELS = 4  # base64 inside base64 inside ...: more than this is not a real file
 MAX_LAYERS = 5  # envelopes inside envelopes
 _MAX_BER_DEPTH = 16
+_MAX_CHUNKS = 500_000  # OCTET STRING pieces of one content (openssl writes ~1 KB pieces)
 
 PLAIN_XML_WARNING = "not signed: plain XML in a file named like a signed envelope (.p7m)"
 
@@ -40,7 +42,7 @@ _BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
 _PEM = re.compile(rb"-----BEGIN [^\r\n]*?-----(.*?)(?:-----END [^\r\n]*?-----|\Z)", re.DOTALL)
 _WHITESPACE = re.compile(rb"\s+")
 _BASE64 = re.compile(rb"[A-Za-z0-9+/]+")
-_ROOT_START = re.compile(rb"<([A-Za-z_][\w.\-]*(?::[\w.\-]+)?)[\s/>]")
+_ROOT_START = re.compile(rb"\s*<([A-Za-z_][\w.\-]*(?::[\w.\-]+)?)[\s/>]")
 _PROLOG_ITEM = re.compile(rb"\s*(<\?.*?\?>|<!--.*?-->)", re.DOTALL)
 
 # What asn1crypto raises on bad input (it parses lazily, so these surface on access).
@@ -203,6 +205,12 @@ def _sniff(data: bytes) -> tuple[bytes, list[str]] | None:
     notes: list[str] = []
     current, peels = data, 0
     while not (_is_envelope(current) or _is_xml(current)):
+        if _is_envelope(stripped := current.lstrip(b" \t\r\n\x00")):
+            notes.append(
+                f"ignored {len(current) - len(stripped)} blank byte(s) before the envelope"
+            )
+            current = stripped
+            continue
         decoded = _decode_base64_text(current) if peels < MAX_BASE64_PEELS else None
         if decoded is None:
             return None
@@ -289,7 +297,7 @@ def _encapsulated_content(encapsulated: _Encapsulated) -> bytes:
 
 # ---- signers (read, never verified; a problem here never blocks the content) ---------------------
 
-_NAME_KEYS = {
+_NAME_KEYS = {  # asn1crypto's attribute names -> the short names people know (as OpenSSL)
     "common_name": "CN",
     "surname": "SN",
     "given_name": "GN",
@@ -454,6 +462,11 @@ def _collect_octets(data: bytes, pos: int, end: int | None, depth: int, out: lis
         if tag == 0x04 and body_end is not None:
             out.append(data[body : min(body_end, len(data))])
             pos = body_end
+            if len(out) > _MAX_CHUNKS:
+                raise MalformedMessage(
+                    f"the signed content is cut into more than {_MAX_CHUNKS} pieces; no signing "
+                    "tool does that: ask the sender for a new copy"
+                )
         elif tag == 0x24 and depth < _MAX_BER_DEPTH:  # constructed OCTET STRING: chunks
             pos = max(body, _collect_octets(data, body, body_end, depth + 1, out))
         else:
@@ -484,5 +497,5 @@ def _root_name(content: bytes) -> bytes | None:
     pos = len(text) - len(text.lstrip(b" \t\r\n\x00"))
     while (item := _PROLOG_ITEM.match(text, pos)) is not None:
         pos = item.end()
-    root = _ROOT_START.match(text, pos + len(text[pos:]) - len(text[pos:].lstrip()))
+    root = _ROOT_START.match(text, pos)
     return None if root is None else root.group(1)

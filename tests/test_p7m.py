@@ -247,6 +247,12 @@ def test_constructed_octet_string_with_definite_lengths() -> None:
     _assert_signed_once(result)
 
 
+def test_content_cut_into_too_many_pieces_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(p7m, "_MAX_CHUNKS", 3)
+    assert p7m.unwrap(signing.ber_indefinite(_envelope(), chunk_size=len(XML) // 3 + 1)).payload
+    assert "pieces" in _refused(signing.ber_indefinite(_envelope(), chunk_size=10))
+
+
 # ---- BL-07: nesting ------------------------------------------------------------------------------------------
 
 
@@ -397,6 +403,13 @@ def test_trailing_bytes_after_the_envelope_are_ignored_with_a_warning(junk: byte
     assert result.payload == XML
     assert result.warnings == (f"ignored {len(junk)} byte(s) of trailing data after the envelope",)
     _assert_signed_once(result)
+
+
+def test_blank_bytes_before_a_binary_envelope_are_ignored_with_a_warning() -> None:
+    result = p7m.unwrap(b"\r\n" + _envelope())
+    assert result.payload == XML
+    assert result.warnings == ("ignored 2 blank byte(s) before the envelope",)
+    assert p7m.looks_like_envelope(b"\n" + _envelope())
 
 
 def test_detached_signature_is_refused_with_a_reason() -> None:
