@@ -144,15 +144,11 @@ def content_type(part: Message) -> str:
 def filename(part: Message, warnings: list[str]) -> str | None:
     """The decoded file name (Content-Disposition filename, else Content-Type name), if any."""
     try:
-        name = part.get_filename() or part.get_param("name")
+        name = part.get_filename()  # falls back to the Content-Type name; decodes RFC 2231
     except FAILURES as exc:
         warnings.append(f"unreadable attachment file name ignored ({exc})")
         return None
-    if isinstance(name, tuple):  # RFC 2231 triple from get_param
-        name = name[2]
-    if not isinstance(name, str):
-        return None
-    return decode_words(name, warnings) or None
+    return decode_words(name, warnings) or None if name else None
 
 
 def transfer_encoding(part: Message) -> str:

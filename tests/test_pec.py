@@ -637,3 +637,26 @@ def test_corpus_pec_messages_match_the_manifest(path: str, facts: str) -> None:
     identificativo = re.search(r"identificativo=(\S+?);", facts)
     assert message.identificativo == (identificativo.group(1) if identificativo else None)
     assert message.warnings == ()
+
+
+def test_both_x_ricevuta_and_x_trasporto_keep_x_ricevuta_with_a_warning() -> None:
+    raw = build_envelope(subject="x", x_ricevuta="accettazione", x_trasporto="posta-certificata")
+    message = pec.parse(raw)
+    assert message.type is PecType.ACCETTAZIONE
+    assert any("X-Ricevuta wins" in w for w in message.warnings)
+
+
+def test_unknown_x_trasporto_falls_back_with_a_warning() -> None:
+    raw = build_envelope(subject="POSTA CERTIFICATA: x", x_trasporto="trasporto-nuovo")
+    message = pec.parse(raw)
+    assert message.type is PecType.POSTA_CERTIFICATA
+    assert any("unknown X-Trasporto value" in w for w in message.warnings)
+
+
+def test_unnamed_attached_message_in_plain_mail_gets_an_eml_name() -> None:
+    raw = build_plain_mail(
+        attachments=[Part("x.eml", build_plain_mail(), "message/rfc822", "7bit")]
+    )
+    raw = raw.replace(b"; name=x.eml", b"").replace(b"filename=x.eml", b"")
+    attachments = pec.parse(raw).attachments
+    assert [a.filename for a in attachments] == ["part-2.eml"]

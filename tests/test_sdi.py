@@ -317,3 +317,19 @@ def test_corpus_notifications_match_the_manifest(path: str, facts: dict[str, str
         assert notification.esito == facts.get("Esito", facts.get("EsitoCommittente.Esito"))
     if "ListaErrori" in facts:
         assert [e.codice for e in notification.errors] == [facts["ListaErrori"]]
+
+
+def test_a_fault_in_the_text_decoder_does_not_escape(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(data: bytes) -> tuple[bytes, tuple[str, ...]]:
+        raise ValueError("embedded null character")
+
+    monkeypatch.setattr(sdi, "decode_text", broken)
+    notification = sdi.parse(b"\xef\xbb\xbf" + build_notification(T.RC))
+    assert notification.type is T.RC
+    assert any("encoding could not be checked" in w for w in notification.warnings)
+
+
+def test_ne_without_its_own_identificativo_uses_the_esito_committente_one() -> None:
+    data = build_notification(T.NE, identificativo_sdi="4242")
+    data = data.replace(b"<IdentificativoSdI>4242</IdentificativoSdI>", b"", 1)
+    assert sdi.parse(data).identificativo_sdi == "4242"
