@@ -1,0 +1,457 @@
+"""The service end to end: run_once() against a real aiosmtpd and the real Dovecot mailbox."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from structlog.contextvars import merge_contextvars
+from structlog.testing import capture_logs
+
+from pecgateway import sample, service
+from pecgateway.config import Config
+from pecgateway.filename import NotificationType
+from pecgateway.lifecycle import Event, State
+from pecgateway.store import Store
+from tests.factory.gateway import account_table, write_config
+from tests.factory.notifications import build_notification
+from tests.factory.pecmail import Part, build_accettazione, build_plain_mail, build_sdi_envelope
+from tests.factory.smtp_server import SmtpServer, smtp_server
+
+if TYPE_CHECKING:
+    from pecgateway.sandbox.ca import SandboxCA
+    from pecgateway.sandbox.dovecot import Dovecot, MailAccount
+
+pytestmark = pytest.mark.servers
+
+NAME = sample.file_name()  # IT01234567890_00001.xml
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2024, 5, 6, 10, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+async def smtp(sandbox_ca: SandboxCA) -> AsyncIterator[SmtpServer]:
+    pair = sandbox_ca.server
+    async with smtp_server(pair.cert_path, pair.key_path, sandbox_ca.ca_file) as server:
+        yield server
+
+
+def _account(
+    tmp_path: Path, name: str, smtp: SmtpServer, mail_user: MailAccount, **extra: Any
+) -> str:
+    imap_extra = extra.pop("imap", {})
+    return account_table(
+        tmp_path,
+        name,
+        address=mail_user.user,
+        smtp={
+            "host": smtp.host,
+            "port": smtp.port,
+            "username": smtp.username,
+            "password": smtp.password,
+            "ca_file": str(smtp.ca_file),
+            "timeout_s": 5.0,
+            "retry_initial_s": 0.05,
+            "retry_max_s": 0.1,
+        },
+        imap={
+            "host": mail_user.host,
+            "port": mail_user.port,
+            "username": mail_user.user,
+            "password": mail_user.password,
+            "ca_file": str(mail_user.ca_file),
+            "timeout_s": 5.0,
+            "reconnect_initial_s": 0.05,
+            **imap_extra,
+        },
+        **extra,
+    )
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def config(tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount) -> Config:
+    return write_config(tmp_path, schema_dir, [_account(tmp_path, "main", smtp, mail_user)])
+
+
+@pytest.fixture
+def store(config: Config) -> Iterator[Store]:
+    with Store(config.store_path) as opened:
+        yield opened
+
+
+async def _once(config: Config, clock: Clock) -> list[dict[str, Any]]:
+    with capture_logs(processors=[merge_contextvars]) as logs:
+        await service.run_once(config, clock=clock, new_token=_tokens())
+    return logs
+
+
+_counter = iter(range(1, 10_000))
+
+
+def _tokens() -> Any:
+    return lambda: f"tok{next(_counter)}"
+
+
+def _drop(config: Config, name: str = NAME, data: bytes | None = None) -> bytes:
+    outbox = config.accounts[0].outbox
+    outbox.mkdir(parents=True, exist_ok=True)
+    content = sample.fpr12() if data is None else data
+    (outbox / name).write_bytes(content)
+    return content
+
+
+def _read(path: str) -> bytes:
+    return Path(path).read_bytes()
+
+
+def _events(logs: list[dict[str, Any]]) -> list[str]:
+    return [str(line["event"]) for line in logs]
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def _rc(name: str = NAME, kind: NotificationType = NotificationType.RC, **values: Any) -> bytes:
+    stem = name.split(".")[0]
+    xml = build_notification(kind, "B2B", nome_file=name, identificativo_sdi="6782414", **values)
+    part = Part(f"{stem}_{kind.value}_001.xml", xml, "text/xml")
+    return build_sdi_envelope([part])
+
+
+# ---- outbound ---------------------------------------------------------------------------------
+
+
+async def test_a_valid_invoice_is_sent_to_sdi01_and_filed(
+    config: Config, clock: Clock, smtp: SmtpServer, store: Store
+) -> None:
+    data = _drop(config)
+    logs = await _once(config, clock)
+    [got] = smtp.received
+    assert got.rcpt_tos == ["sdi01@pec.fatturapa.it"]
+    assert got.message["Subject"] == NAME
+    [attachment] = list(got.message.iter_attachments())
+    assert attachment.get_content() == data
+    record = store.find_outgoing_by_file("main", NAME)
+    assert record is not None
+    assert record.state is State.SENT
+    assert record.message_id == got.message["Message-ID"]
+    account = config.accounts[0]
+    assert (account.outbox / "sent" / NAME).read_bytes() == data
+    assert f"inviate/2024/05/{NAME}" in _files(account.inbox)
+    assert "invoice_sent" in _events(logs)
+
+
+async def test_a_file_failing_our_checks_is_rejected_and_never_sent(
+    config: Config, clock: Clock, smtp: SmtpServer, store: Store
+) -> None:
+    _drop(config, data=b"<?xml version='1.0'?><Fattura/>")
+    logs = await _once(config, clock)
+    assert smtp.received == []
+    rejected = config.accounts[0].outbox / "rejected"
+    assert (rejected / NAME).exists()
+    reasons = json.loads((rejected / f"{NAME}.reason.json").read_bytes())
+    assert reasons["problems"][0]["hint"]
+    record = store.find_outgoing_by_file("main", NAME)
+    assert record is not None
+    assert record.state is State.REJECTED
+    assert "invoice_rejected" in _events(logs)
+
+
+async def test_a_file_name_already_used_is_refused(
+    config: Config, clock: Clock, smtp: SmtpServer
+) -> None:
+    _drop(config)
+    await _once(config, clock)
+    _drop(config, data=sample.fpr12(numero="2"))
+    await _once(config, clock)
+    assert len(smtp.received) == 1
+    reasons = json.loads(
+        (config.accounts[0].outbox / "rejected" / f"{NAME}.reason.json").read_bytes()
+    )
+    assert reasons["problems"][0]["code"] == "duplicate"
+    assert "00002" in reasons["problems"][0]["message"]
+
+
+async def test_smtp_5xx_fails_the_invoice_with_the_servers_words(
+    config: Config, clock: Clock, smtp: SmtpServer, store: Store
+) -> None:
+    smtp.data_reply = "554 5.6.0 message too big for this mailbox"
+    _drop(config)
+    await _once(config, clock)
+    record = store.find_outgoing_by_file("main", NAME)
+    assert record is not None
+    assert record.state is State.NOT_ACCEPTED
+    text = (config.accounts[0].outbox / "rejected" / f"{NAME}.reason.txt").read_text()
+    assert "554 5.6.0 message too big" in text
+
+
+async def test_smtp_4xx_is_retried_and_the_next_pass_sends(
+    config: Config, clock: Clock, smtp: SmtpServer, store: Store
+) -> None:
+    smtp.data_reply = "451 4.3.0 try later"
+    _drop(config)
+    logs = await _once(config, clock)
+    assert _events(logs).count("send_deferred") == 3
+    record = store.find_outgoing_by_file("main", NAME)
+    assert record is not None
+    assert record.state is State.SENDING
+    assert (config.accounts[0].outbox / ".processing" / NAME).exists()
+    smtp.data_reply = None
+    await _once(config, clock)
+    assert len(smtp.received) == 1
+    record = store.find_outgoing_by_file("main", NAME)
+    assert record is not None
+    assert record.state is State.SENT
+    assert smtp.received[0].message["Message-ID"] == record.message_id
+
+
+async def _crash_while_sending(config: Config, store: Store, clock: Clock) -> str:
+    """A file claimed and stored as `sending` whose SMTP outcome is unknown (a crash)."""
+    data = _drop(config)
+    outbox = config.accounts[0].outbox
+    (outbox / ".processing").mkdir()
+    (outbox / NAME).rename(outbox / ".processing" / NAME)
+    record = store.record_outgoing(
+        "main", file_name=NAME, at=clock(), sha256=hashlib.sha256(data).hexdigest()
+    )
+    message_id = "<crashed1@pec.sandbox.test>"
+    store.transition(record.id, Event.SENDING, at=clock(), source="test", message_id=message_id)
+    return message_id
+
+
+async def test_after_a_crash_a_sending_invoice_is_not_resent_but_reconciled(
+    config: Config,
+    clock: Clock,
+    smtp: SmtpServer,
+    store: Store,
+    dovecot: Dovecot,
+    mail_user: MailAccount,
+) -> None:
+    message_id = await _crash_while_sending(config, store, clock)
+    await _once(config, clock)
+    assert smtp.received == []
+    dovecot.append(mail_user.user, build_accettazione(riferimento=message_id, oggetto=NAME))
+    await _once(config, clock)  # the receipt arrives
+    await _once(config, clock)  # the claimed file is finished
+    assert smtp.received == []
+    record = store.find_outgoing_by_file("main", NAME)
+    assert record is not None
+    assert record.state is State.ACCEPTED
+    assert (config.accounts[0].outbox / "sent" / NAME).exists()
+
+
+async def test_after_a_crash_a_sending_invoice_is_resent_after_resend_after_s(
+    config: Config, clock: Clock, smtp: SmtpServer, store: Store
+) -> None:
+    message_id = await _crash_while_sending(config, store, clock)
+    clock.now += timedelta(days=2)
+    logs = await _once(config, clock)
+    [got] = smtp.received
+    assert got.message["Message-ID"] == message_id
+    assert "invoice_resent" in _events(logs)
+
+
+# ---- inbound ----------------------------------------------------------------------------------
+
+
+async def test_accettazione_moves_the_invoice_to_accepted_and_is_filed(
+    config: Config,
+    clock: Clock,
+    smtp: SmtpServer,
+    store: Store,
+    dovecot: Dovecot,
+    mail_user: MailAccount,
+) -> None:
+    _drop(config)
+    await _once(config, clock)
+    message_id = smtp.received[0].message["Message-ID"]
+    receipt = build_accettazione(riferimento=message_id, oggetto=NAME)
+    dovecot.append(mail_user.user, receipt)
+    logs = await _once(config, clock)
+    record = store.find_outgoing_by_file("main", NAME)
+    assert record is not None
+    assert record.state is State.ACCEPTED
+    inbox = config.accounts[0].inbox
+    eml = inbox / "ricevute-pec/2024/05/IT01234567890_00001_accettazione.eml"
+    assert eml.read_bytes() == receipt
+    assert "receipt_recorded" in _events(logs)
+    await _once(config, clock)  # nothing processed twice
+    assert len([e for e in store.events(record.id) if e.event == "accettazione"]) == 1
+
+
+async def test_rc_from_sdi_delivers_the_invoice_and_teaches_the_sdi_address(
+    config: Config,
+    clock: Clock,
+    smtp: SmtpServer,
+    store: Store,
+    dovecot: Dovecot,
+    mail_user: MailAccount,
+) -> None:
+    _drop(config)
+    await _once(config, clock)
+    envelope = _rc()
+    dovecot.append(mail_user.user, envelope)
+    logs = await _once(config, clock)
+    record = store.find_outgoing_by_file("main", NAME)
+    assert record is not None
+    assert record.state is State.SDI_DELIVERED
+    assert record.identificativo_sdi == "6782414"
+    assert store.sdi_address("main") == "sdi07@pec.fatturapa.it"
+    assert "sdi_address_changed" in _events(logs)
+    notification = config.accounts[0].inbox / "notifiche-sdi/2024/05/IT01234567890_00001_RC_001.xml"
+    assert notification.read_bytes().startswith(b"<")
+    _drop(config, "IT01234567890_00002.xml", sample.fpr12(progressivo_invio="00002", numero="2"))
+    await _once(config, clock)
+    assert smtp.received[1].rcpt_tos == ["sdi07@pec.fatturapa.it"]
+
+
+async def test_ns_rejects_the_invoice_with_the_error_list(
+    config: Config, clock: Clock, store: Store, dovecot: Dovecot, mail_user: MailAccount
+) -> None:
+    _drop(config)
+    await _once(config, clock)
+    errors = [("00404", "Fattura duplicata", "Verificare il numero")]
+    dovecot.append(mail_user.user, _rc(kind=NotificationType.NS, errors=errors))
+    await _once(config, clock)
+    record = store.find_outgoing_by_file("main", NAME)
+    assert record is not None
+    assert record.state is State.SDI_REJECTED
+    ns = [e for e in store.events(record.id) if e.event == "NS"]
+    assert "00404" in ns[0].detail
+
+
+async def test_receipts_and_notifications_for_files_we_never_sent_are_orphans(
+    config: Config, clock: Clock, store: Store, dovecot: Dovecot, mail_user: MailAccount
+) -> None:
+    dovecot.append(mail_user.user, build_accettazione(riferimento="<other@elsewhere.it>"))
+    dovecot.append(mail_user.user, _rc(name="IT09999999999_00001.xml"))
+    logs = await _once(config, clock)
+    assert len(store.orphans("main")) == 2
+    assert {"orphan_receipt_recorded", "orphan_notification_recorded"} <= set(_events(logs))
+    assert not [line for line in logs if line["log_level"] == "error"]
+
+
+async def test_plain_foreign_mail_is_quarantined_and_the_mailbox_goes_on(
+    config: Config,
+    clock: Clock,
+    smtp: SmtpServer,
+    store: Store,
+    dovecot: Dovecot,
+    mail_user: MailAccount,
+) -> None:
+    _drop(config)
+    await _once(config, clock)
+    plain = build_plain_mail()
+    dovecot.append(mail_user.user, plain)
+    message_id = smtp.received[0].message["Message-ID"]
+    dovecot.append(mail_user.user, build_accettazione(riferimento=message_id))
+    await _once(config, clock)
+    quarantined = store.snapshot("main")["quarantined"]
+    assert isinstance(quarantined, list)
+    assert len(quarantined) == 1
+    path = quarantined[0]["path"]
+    assert _read(path) == plain
+    assert b"plain e-mail" in _read(path + ".reason.txt")
+    record = store.find_outgoing_by_file("main", NAME)
+    assert record is not None
+    assert record.state is State.ACCEPTED
+
+
+async def test_a_suppliers_invoice_is_filed_with_its_mt_and_facts(
+    config: Config, clock: Clock, store: Store, dovecot: Dovecot, mail_user: MailAccount
+) -> None:
+    invoice_name = "IT09876543210_abc12.xml"
+    invoice = sample.fpr12(transmitter="IT09876543210")
+    mt = build_notification(
+        NotificationType.MT,
+        "B2B",
+        nome_file=invoice_name,
+        identificativo_sdi="7339338",
+        hash=hashlib.sha256(invoice).hexdigest(),
+    )
+    envelope = build_sdi_envelope(
+        [
+            Part(invoice_name, invoice, "text/xml"),
+            Part("IT09876543210_abc12_MT_001.xml", mt, "text/xml"),
+        ],
+        inner_subject="Invio File 7339338",
+    )
+    dovecot.append(mail_user.user, envelope)
+    logs = await _once(config, clock)
+    folder = config.accounts[0].inbox / "fatture-ricevute/2024/05"
+    assert (folder / invoice_name).read_bytes() == invoice
+    assert (folder / "IT09876543210_abc12_MT_001.xml").read_bytes() == mt
+    facts = json.loads((folder / f"{invoice_name}.json").read_bytes())
+    assert facts["kind"] == "invoice"
+    assert facts["mt_hash_check"] == "ok"
+    incoming = store.snapshot("main")["incoming"]
+    assert isinstance(incoming, list)
+    assert incoming[0]["identificativo_sdi"] == "7339338"
+    assert len(incoming[0]["paths"]) == 3
+    assert "invoice_received" in _events(logs)
+
+
+async def test_processed_mail_is_moved_when_move_to_is_set(
+    tmp_path: Path,
+    schema_dir: Path,
+    smtp: SmtpServer,
+    mail_user: MailAccount,
+    clock: Clock,
+    dovecot: Dovecot,
+) -> None:
+    table = _account(tmp_path, "main", smtp, mail_user, imap={"move_to": "Archive"})
+    config = write_config(tmp_path, schema_dir, [table])
+    dovecot.append(mail_user.user, build_plain_mail())
+    await _once(config, clock)
+    assert dovecot.count(mail_user.user, "Archive") == 1
+    assert dovecot.count(mail_user.user, "INBOX") == 0
+
+
+async def test_one_broken_account_does_not_stall_another(
+    tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount, clock: Clock
+) -> None:
+    good = _account(tmp_path, "good", smtp, mail_user)
+    broken = _account(tmp_path, "broken", smtp, mail_user, imap={"port": 1})
+    config = write_config(tmp_path, schema_dir, [broken, good])
+    outbox = config.account("good").outbox
+    outbox.mkdir(parents=True)
+    (outbox / NAME).write_bytes(sample.fpr12())
+    logs = await _once(config, clock)
+    assert len(smtp.received) == 1
+    dropped = [line for line in logs if line["event"] == "mailbox_dropped"]
+    assert [line["account"] for line in dropped] == ["broken"]
+
+
+async def test_run_serves_until_stop_and_finishes_the_current_unit(
+    config: Config, smtp: SmtpServer
+) -> None:
+    stop = asyncio.Event()
+    notes: list[str] = []
+    running = asyncio.ensure_future(service.run(config, stop, notify=notes.append))
+    await asyncio.sleep(0.3)
+    _drop(config)
+    async with asyncio.timeout(10):
+        await smtp.data_arrived.wait()
+    stop.set()
+    async with asyncio.timeout(10):
+        await running
+    assert notes[0] == "READY=1"
+    assert (config.accounts[0].outbox / "sent" / NAME).exists()
