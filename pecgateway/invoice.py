@@ -131,7 +131,7 @@ def _declared_encoding(data: bytes) -> str | None:
 def _codec(name: str) -> str | None:
     try:
         return codecs.lookup(name).name
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL inside the declared name
         return None
 
 

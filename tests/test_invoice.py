@@ -399,3 +399,13 @@ def test_corpus_invoice_facts_match_the_manifest(row: dict[str, str]) -> None:
 def test_corpus_malformed_invoices_raise_malformed_message(row: dict[str, str]) -> None:
     with pytest.raises(MalformedMessage, match=r"not a FatturaPA invoice|unreadable"):
         invoice.parse((CORPUS / row["local_path"]).read_bytes())
+
+
+def test_encoding_declaration_with_a_nul_byte_is_read_as_utf8_with_a_warning() -> None:
+    """Found by the sdi property tests: codecs.lookup raises ValueError on an embedded NUL."""
+    from pecgateway import invoice as invoice_module
+
+    data = b'<?xml version="1.0" encoding="utf\x00-8"?><a>x</a>'
+    text, warnings = invoice_module.decode_text(data)
+    assert b"<a>x</a>" in text
+    assert any("unknown encoding" in w for w in warnings)
