@@ -95,11 +95,13 @@ def test_stop_leaves_no_dovecot_process_behind(
 ) -> None:
     server = Dovecot(public_tmp_path, {"someone": "pw"}, ca=sandbox_ca)
     server.start()
-    with imaplib.IMAP4_SSL(
-        server.host, server.port, ssl_context=_context(server.account("someone")), timeout=10
-    ) as imap:
-        imap.login("someone", "pw")
-        pids = server.pids()
+    try:
+        context = _context(server.account("someone"))
+        with imaplib.IMAP4_SSL(server.host, server.port, ssl_context=context, timeout=10) as imap:
+            imap.login("someone", "pw")
+            pids = server.pids()
+            server.stop()
+    finally:
         server.stop()
     assert len(pids) > 1
     assert [pid for pid in pids if _alive(pid)] == []

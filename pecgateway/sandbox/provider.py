@@ -19,7 +19,7 @@ from email import message_from_bytes, policy
 from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pecgateway.sandbox import envelope
 from pecgateway.sandbox.ca import SandboxCA
@@ -43,6 +43,7 @@ SDI_ADDRESS = re.compile(r"sdi\d{2}@pec\.fatturapa\.it", re.IGNORECASE)
 
 Deposit = Callable[[bytes], Awaitable[None]]  # appends one raw message to the user's INBOX
 Clock = Callable[[], datetime]
+_T = TypeVar("_T")
 
 
 def _local_now() -> datetime:
@@ -88,6 +89,7 @@ class PecProvider:
         self._clock = clock
         self._counter = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sdi_lock = asyncio.Lock()
 
     # ---- lifecycle of the timers ---------------------------------------------------------------
 
@@ -117,6 +119,11 @@ class PecProvider:
         """Waits until nothing is scheduled (tests with near-zero delays use it)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def sdi_call(self, function: Callable[..., _T], **kwargs: Any) -> _T:
+        """Runs a simulator method in a worker thread (XSD checks take a while), one at a time."""
+        async with self._sdi_lock:
+            return await asyncio.to_thread(function, **kwargs)
 
     # ---- identifiers ---------------------------------------------------------------------------
 
@@ -220,7 +227,8 @@ class PecProvider:
         )
         if self._simulator is None:
             return
-        answers = self._simulator.receive(
+        answers = await self.sdi_call(
+            self._simulator.receive,
             sender=original.mittente,
             recipient=recipient,
             message=parsed,

@@ -1,0 +1,247 @@
+"""`pecgateway sandbox`: run the sandbox, and hand it a supplier invoice or a raw message.
+
+Owns the three commands of contracts.md §3 and the composition of a running sandbox (Dovecot, the
+PEC provider's listeners, the SDI simulator, the control channel), its log (DIR/sandbox.log as JSON
+lines plus a readable console on stderr) and its clean stop on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pecgateway.errors import ConfigError
+from pecgateway.sandbox.control import ControlError, Request, send_request
+from pecgateway.sandbox.layout import Layout
+from pecgateway.sandbox.simulator import SimulatorConfig
+
+__all__ = ["DELAYS", "main", "register"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+DELAYS = {
+    "demo": SimulatorConfig(
+        answer_delay_s=2.0, pa_outcome_delay_s=6.0, dt_delay_s=10.0, at_delay_s=8.0
+    ),
+    "fast": SimulatorConfig(
+        answer_delay_s=0.05, pa_outcome_delay_s=0.2, dt_delay_s=0.3, at_delay_s=0.3
+    ),
+}
+CONSEGNA_DELAY_S = {"demo": 1.0, "fast": 0.0}
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds ``sandbox`` (with ``deliver`` and ``inject``) to pecgateway's command line."""
+    p = sub.add_parser(
+        "sandbox",
+        help="run a local PEC provider and SDI simulator on real mail servers",
+        description="Without a sub-command: start the sandbox in DIR and run until SIGINT/SIGTERM.",
+    )
+    p.add_argument("--dir", metavar="DIR", help="the sandbox directory (created when missing)")
+    p.add_argument("--schemas", metavar="DIR", help="installed XSDs (default: the usual place)")
+    p.add_argument(
+        "--delays",
+        choices=sorted(DELAYS),
+        default="demo",
+        help="SDI's answer delays: demo (seconds) or fast (near zero)",
+    )
+    p.set_defaults(handler=_cmd_run)
+    commands = p.add_subparsers(dest="sandbox_command", metavar="COMMAND")
+    deliver = commands.add_parser(
+        "deliver", help="a supplier's invoice reaches the mailbox the way SDI delivers it"
+    )
+    deliver.add_argument("--dir", metavar="DIR", required=True)
+    deliver.add_argument("invoice", metavar="INVOICE", help=".xml or .xml.p7m")
+    deliver.set_defaults(handler=_cmd_deliver)
+    inject = commands.add_parser("inject", help="put a raw message into the mailbox unchanged")
+    inject.add_argument("--dir", metavar="DIR", required=True)
+    inject.add_argument("message", metavar="MESSAGE.eml")
+    inject.set_defaults(handler=_cmd_inject)
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> int:
+    print(f"pecgateway sandbox: {message}", file=sys.stderr)
+    return code
+
+
+# ---- deliver / inject: clients of the running sandbox -------------------------------------------
+
+
+def _send(directory: str, command: str, path: Path) -> int:
+    layout = Layout(Path(directory).resolve())
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return _fail(f"{path}: cannot read the file ({exc.strerror}); check the path")
+    try:
+        port, token = layout.read_control()
+    except (OSError, ValueError, KeyError):
+        return _fail(
+            f"{path}: no running sandbox in {layout.root} (no readable sandbox.json); start one "
+            f"with `pecgateway sandbox --dir {layout.root}`"
+        )
+    try:
+        detail = send_request(port, token, Request(command, path.name, data))
+    except ControlError as exc:
+        return _fail(f"{path}: {exc}")
+    print(f"{path}: {detail}")
+    return EXIT_OK
+
+
+def _cmd_deliver(args: argparse.Namespace) -> int:
+    return _send(args.dir, "deliver", Path(args.invoice))
+
+
+def _cmd_inject(args: argparse.Namespace) -> int:
+    return _send(args.dir, "inject", Path(args.message))
+
+
+# ---- the running sandbox ------------------------------------------------------------------------
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    if not args.dir:
+        return _fail("--dir DIR is required: where the sandbox keeps its files", EXIT_USAGE)
+    from pecgateway.sandbox.dovecot import INSTALL_HINT
+
+    if shutil.which("dovecot") is None:
+        raise ConfigError(INSTALL_HINT)
+    layout = Layout(Path(args.dir).resolve())
+    layout.root.mkdir(parents=True, exist_ok=True)
+    from pecgateway.sandbox.journal import open_journal
+
+    with open_journal(layout.log_file) as log:
+        return _run(layout, args, log)
+
+
+def _schemas(args: argparse.Namespace, log: Any) -> tuple[Any, Path]:
+    from pecgateway import schema
+
+    directory = Path(args.schemas).resolve() if args.schemas else schema.default_dir()
+    if args.schemas:
+        return schema.load(directory), directory
+    try:
+        return schema.load(directory), directory
+    except ConfigError as exc:
+        log.warning(
+            "sandbox_schemas_missing",
+            schema_dir=str(directory),
+            reason=str(exc),
+            effect="SDI checks well-formedness only, not the XSD; pass --schemas DIR",
+        )
+        return None, directory
+
+
+def _dovecot_dir(layout: Layout, log: Any) -> tuple[Path, bool]:
+    """Dovecot's directory and whether it is temporary (when DIR is not world-traversable)."""
+    from pecgateway.sandbox.dovecot import blocking_ancestor
+
+    blocked = blocking_ancestor(layout.dovecot_dir)
+    if blocked is None:
+        return layout.dovecot_dir, False
+    temporary = Path(tempfile.mkdtemp(prefix="pecgateway-sandbox-dovecot-"))
+    log.warning(
+        "sandbox_dovecot_elsewhere",
+        blocked=str(blocked),
+        dovecot_dir=str(temporary),
+        reason="Dovecot's helper users cannot enter DIR; the mailbox is not kept",
+    )
+    return temporary, True
+
+
+def _run(layout: Layout, args: argparse.Namespace, log: Any) -> int:
+    """Dovecot is started and stopped from the main thread (its death signal is tied to it)."""
+    from pecgateway.sandbox.ca import SandboxCA
+    from pecgateway.sandbox.dovecot import Dovecot
+
+    ca = SandboxCA.load_or_create(layout.ca_dir)
+    schemas, schema_dir = _schemas(args, log)
+    directory, temporary = _dovecot_dir(layout, log)
+    dovecot = Dovecot(directory, {layout.user: layout.password()}, ca=ca)
+    try:
+        dovecot.start()
+        log.info(
+            "dovecot_started",
+            imaps_port=dovecot.port,
+            starttls_port=dovecot.starttls_port,
+            dir=str(directory),
+        )
+        asyncio.run(_serve(layout, args, log, ca, dovecot, schemas, schema_dir))
+    finally:
+        dovecot.stop()
+        if temporary:
+            shutil.rmtree(directory, ignore_errors=True)
+        layout.remove_info()
+        log.info("sandbox_stopped", dovecot="stopped", info_file="removed")
+    return EXIT_OK
+
+
+async def _serve(
+    layout: Layout,
+    args: argparse.Namespace,
+    log: Any,
+    ca: Any,
+    dovecot: Any,
+    schemas: Any,
+    schema_dir: Path,
+) -> None:
+    from pecgateway.sandbox.running import RunningSandbox
+
+    running = RunningSandbox(
+        layout,
+        ca=ca,
+        dovecot=dovecot,
+        schemas=schemas,
+        log=log,
+        simulator_config=DELAYS[args.delays],
+        consegna_delay_s=CONSEGNA_DELAY_S[args.delays],
+        control_token=secrets.token_urlsafe(24),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        endpoints = await running.start()
+        layout.write_config(endpoints, ca_file=ca.ca_file, schema_dir=schema_dir)
+        layout.write_info(endpoints, ca_file=ca.ca_file)
+        log.info(
+            "sandbox_ready",
+            config=str(layout.config_file),
+            info=str(layout.info_file),
+            smtps_port=endpoints.smtp_port,
+            imaps_port=endpoints.imap_port,
+            pec_address=layout.user,
+            delays=args.delays,
+        )
+        print("ready", flush=True)
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.remove_signal_handler(signum)
+        await running.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pecgateway.sandbox.main``: the sandbox commands alone (same as the CLI's)."""
+    parser = argparse.ArgumentParser(prog="pecgateway")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.handler(args)
+    except ConfigError as exc:
+        return _fail(f"configuration: {exc}", EXIT_USAGE)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

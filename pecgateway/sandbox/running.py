@@ -1,0 +1,113 @@
+"""A running sandbox: the PEC provider's listeners, the SDI simulator and the control channel.
+
+Owns their start and stop in one event loop around an already started Dovecot, and what the
+control commands do: ``deliver`` (a supplier invoice, as SDI delivers it) and ``inject`` (a raw
+message, unchanged). Every provider or SDI message reaches the user's mailbox by IMAP APPEND.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+from pecgateway.sandbox.ca import SandboxCA
+from pecgateway.sandbox.control import ControlError, ControlServer, Request
+from pecgateway.sandbox.dovecot import Dovecot
+from pecgateway.sandbox.layout import Endpoints, Layout
+from pecgateway.sandbox.notification import XadesSigner
+from pecgateway.sandbox.provider import PecProvider, ProviderConfig
+from pecgateway.sandbox.simulator import SdiSimulator, SimulatorConfig
+from pecgateway.sandbox.submission import SubmissionServer, server_tls_context
+
+__all__ = ["RunningSandbox"]
+
+_DATA_SIZE_LIMIT = 40 * 1024 * 1024  # over the provider's 30 MB: bigger ones get a notice
+
+
+class RunningSandbox:
+    """Everything but Dovecot, in the current loop; ``stop`` leaves no task or listener behind."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        *,
+        ca: SandboxCA,
+        dovecot: Dovecot,
+        schemas: Any,
+        log: Any,
+        simulator_config: SimulatorConfig,
+        consegna_delay_s: float,
+        control_token: str,
+    ) -> None:
+        self._layout = layout
+        self._dovecot = dovecot
+        self._log = log
+        self.simulator = SdiSimulator(
+            signer=XadesSigner(ca.sdi.key_pem, ca.sdi.cert_pem),
+            schemas=schemas,
+            config=simulator_config,
+            log=log.bind(component="sdi"),
+            state_path=layout.sdi_state,
+        )
+        self.provider = PecProvider(
+            user=layout.user,
+            ca=ca,
+            deposit=self._deposit,
+            simulator=self.simulator,
+            log=log.bind(component="provider"),
+            config=ProviderConfig(consegna_delay_s=consegna_delay_s),
+        )
+        tls = server_tls_context(ca.server.cert_path, ca.server.key_path)
+        self._smtp = SubmissionServer(
+            {layout.user: layout.password()},
+            tls,
+            self.provider.submit,
+            hostname=f"smtps.{self.provider.config.domain}",
+            data_size_limit=_DATA_SIZE_LIMIT,
+        )
+        self._control = ControlServer(control_token, self._command)
+        self._token = control_token
+
+    async def _deposit(self, raw: bytes) -> None:
+        await asyncio.to_thread(self._dovecot.imap_append, self._layout.user, raw)
+
+    async def start(self) -> Endpoints:
+        await self._smtp.start()
+        await self._control.start()
+        return Endpoints(
+            imap_port=self._dovecot.port,
+            imap_starttls_port=self._dovecot.starttls_port,
+            smtp_port=self._smtp.port,
+            smtp_starttls_port=self._smtp.starttls_port,
+            control_port=self._control.port,
+            control_token=self._token,
+        )
+
+    async def stop(self) -> None:
+        await self._control.stop()
+        await self._smtp.stop()
+        await self.provider.stop()
+
+    async def _command(self, request: Request) -> str:
+        if request.command == "deliver":
+            return await self._deliver(request)
+        if request.command == "inject":
+            await self._deposit(request.data)
+            self._log.info("message_injected", file=request.file_name, size=len(request.data))
+            return f"appended unchanged to the INBOX of {self._layout.user}"
+        raise ControlError(f"unknown control command {request.command!r}")
+
+    async def _deliver(self, request: Request) -> str:
+        if not request.data:
+            raise ControlError("the invoice file is empty")
+        outgoing = await self.provider.sdi_call(
+            self.simulator.deliver_invoice,
+            recipient=self._layout.user,
+            file_name=request.file_name,
+            data=request.data,
+            now=datetime.now().astimezone(),
+        )
+        await self.provider.deliver(outgoing)
+        subject = str(outgoing.message.get("Subject", ""))
+        return f"delivered as '{subject}' from {outgoing.sender} to {self._layout.user}"
