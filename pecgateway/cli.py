@@ -8,12 +8,14 @@ Every failure message names the file or setting and says what to do.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pecgateway import __version__
+from pecgateway import config as config_module
 from pecgateway.errors import ConfigError, MalformedMessage, PecGatewayError
 
 __all__ = ["main"]
@@ -153,7 +155,100 @@ def _cmd_schemas_install(args: argparse.Namespace) -> int:
 
 def _add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Registers run, once, status and check-config."""
-    raise NotImplementedError
+    for name, handler, text in (
+        ("run", _cmd_run, "serve every account until SIGTERM/SIGINT (systemd Type=notify)"),
+        ("once", _cmd_once, "one full pass over outboxes and mailboxes, then exit"),
+        ("status", _cmd_status, "what the store knows: invoices, receipts, quarantine"),
+        ("check-config", _cmd_check_config, "validate the configuration and log in to servers"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument(
+            "--config", metavar="FILE", help="configuration file (or $PECGATEWAY_CONFIG)"
+        )
+        p.set_defaults(handler=handler)
+        if name == "status":
+            p.add_argument("--json", action="store_true", help="print one JSON object")
+            p.add_argument("--account", metavar="NAME", help="only this account")
+
+
+def _service_config(args: argparse.Namespace) -> config_module.Config:
+    return config_module.load(config_module.config_path(args.config))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pecgateway import log
+
+    cfg = _service_config(args)
+    log.configure(cfg.log_level)
+    return asyncio.run(_serve(cfg))
+
+
+async def _serve(cfg: config_module.Config) -> int:
+    """Signals only set the stop flag; a second signal cancels at once."""
+    import signal
+
+    import sdnotify
+
+    from pecgateway import service
+
+    stop = asyncio.Event()
+    main_task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set() and main_task is not None:
+            main_task.cancel()
+        stop.set()
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, on_signal)
+    notifier = sdnotify.SystemdNotifier()
+    try:
+        await service.run(cfg, stop, notify=notifier.notify)
+    except asyncio.CancelledError:
+        return 130 if stop.is_set() else EXIT_FAILED
+    return EXIT_OK
+
+
+def _cmd_once(args: argparse.Namespace) -> int:
+    from pecgateway import log, service
+
+    cfg = _service_config(args)
+    log.configure(cfg.log_level)
+    asyncio.run(service.run_once(cfg))
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from pecgateway import status
+    from pecgateway.store import Store
+
+    cfg = _service_config(args)
+    if args.account:
+        cfg.account(args.account)  # ConfigError naming the known accounts
+    with Store(cfg.store_path) as store:
+        doc = status.document(store, cfg, datetime.now(UTC), args.account)
+    if args.json:
+        print(json.dumps(doc, ensure_ascii=False, indent=2))
+    else:
+        print(status.render_text(doc))
+    return EXIT_OK
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from pecgateway import service
+
+    cfg = _service_config(args)
+    print(f"{cfg.source}: configuration OK ({len(cfg.accounts)} account(s))")
+    results = asyncio.run(service.check_servers(cfg))
+    for what, problem in results:
+        print(f"{what}: login OK" if problem is None else f"{what}: FAILED: {problem}")
+    failed = [what for what, problem in results if problem is not None]
+    if failed:
+        return _fail(f"cannot log in to: {', '.join(failed)}; fix the settings named above")
+    return EXIT_OK
 
 
 # ---- parser --------------------------------------------------------------------------------------

@@ -16,14 +16,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pecgateway import imap, inbound, outbound, outbox, schema, sink, validate
+from pecgateway import imap, inbound, outbound, outbox, schema, sink, smtp, validate
 from pecgateway.config import Account, Config
 from pecgateway.errors import TransientError
 from pecgateway.log import get_logger, unit
 from pecgateway.schema import SchemaSet
 from pecgateway.store import Store
 
-__all__ = ["Clock", "Gateway", "Notify", "TokenFactory", "open_gateway", "run", "run_once"]
+__all__ = [
+    "Clock",
+    "Gateway",
+    "Notify",
+    "TokenFactory",
+    "check_servers",
+    "open_gateway",
+    "run",
+    "run_once",
+]
 
 Notify = Callable[[str], None]  # systemd notifications ("READY=1", "STATUS=...", "WATCHDOG=1")
 _log = get_logger()
@@ -271,3 +280,26 @@ async def _maintain(gateway: Gateway, account: Account, stop: asyncio.Event) -> 
     if lock.locked() or gateway.once:
         return  # the outbox loop is busy (or will resume them itself in `once`)
     await _resume_claimed(gateway, account, stop)
+
+
+async def check_servers(config: Config) -> list[tuple[str, str | None]]:
+    """Logs in to the SMTP and IMAP server of every account: ``(what, None | why it failed)``."""
+    results: list[tuple[str, str | None]] = []
+    for account in config.accounts:
+        for what, probe in (("SMTP", _probe_smtp), ("IMAP", _probe_imap)):
+            try:
+                await probe(account)
+            except TransientError as exc:
+                results.append((f"account {account.name}: {what}", str(exc)))
+            else:
+                results.append((f"account {account.name}: {what}", None))
+    return results
+
+
+async def _probe_smtp(account: Account) -> None:
+    await smtp.check_login(account.smtp, password=account.smtp.password.reveal())
+
+
+async def _probe_imap(account: Account) -> None:
+    async with imap.Mailbox(account.imap, password=account.imap.password.reveal()):
+        pass

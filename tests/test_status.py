@@ -1,0 +1,84 @@
+"""status.document: contracts.md section 2 JSON, one account or several, overdue flags."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from pecgateway import status
+from pecgateway.config import Config
+from pecgateway.errors import ConfigError
+from pecgateway.lifecycle import Event
+from pecgateway.store import Store
+from tests.factory.gateway import account_table, write_config
+
+NOW = datetime(2024, 5, 6, 10, 0, tzinfo=UTC)
+SERVER = {"host": "127.0.0.1", "port": 9, "password": "pw"}
+
+
+def _config(tmp_path: Path, *names: str) -> Config:
+    tables = [
+        account_table(tmp_path, n, address=f"{n}@pec.example.it", smtp=SERVER, imap=SERVER)
+        for n in names
+    ]
+    return write_config(tmp_path, tmp_path / "schemas", tables)
+
+
+def _sent(store: Store, account: str, name: str) -> int:
+    record = store.record_outgoing(account, file_name=name, sha256=name.encode().hex(), at=NOW)
+    store.transition(record.id, Event.SENDING, at=NOW, source="t", message_id=f"<{name}@x.it>")
+    store.transition(record.id, Event.SENT, at=NOW, source="t")
+    return record.id
+
+
+def test_one_account_prints_the_contract_object_directly(tmp_path: Path) -> None:
+    config = _config(tmp_path, "main")
+    with Store(config.store_path) as store:
+        _sent(store, "main", "IT01234567890_00001.xml")
+        doc = status.document(store, config, NOW)
+    assert {"sdi_address", "outgoing", "incoming", "quarantined"} <= set(doc)
+    assert doc["sdi_address"] == "sdi01@pec.fatturapa.it"
+    [item] = doc["outgoing"]
+    assert {"file", "state", "message_id", "identificativo_sdi", "updated", "events"} <= set(item)
+    assert item["state"] == "sent"
+    assert [e["event"] for e in item["events"]] == ["claimed", "sending", "sent"]
+    assert {"at", "event", "detail"} <= set(item["events"][0])
+
+
+def test_several_accounts_are_keyed_by_name_and_one_can_be_selected(tmp_path: Path) -> None:
+    config = _config(tmp_path, "alpha", "beta")
+    with Store(config.store_path) as store:
+        _sent(store, "beta", "IT01234567890_00007.xml")
+        everything = status.document(store, config, NOW)
+        beta = status.document(store, config, NOW, account="beta")
+        with pytest.raises(ConfigError, match="alpha, beta"):
+            status.document(store, config, NOW, account="gamma")
+    assert set(everything) == {"accounts"}
+    assert set(everything["accounts"]) == {"alpha", "beta"}
+    assert everything["accounts"]["alpha"]["outgoing"] == []
+    assert beta["outgoing"][0]["file"] == "IT01234567890_00007.xml"
+
+
+def test_no_sdi_outcome_five_days_after_delivery_is_flagged(tmp_path: Path) -> None:
+    config = _config(tmp_path, "main")
+    with Store(config.store_path) as store:
+        outgoing_id = _sent(store, "main", "IT01234567890_00001.xml")
+        store.transition(outgoing_id, Event.CONSEGNA, at=NOW, source="t")
+        fresh = status.document(store, config, NOW + timedelta(days=1))
+        late = status.document(store, config, NOW + timedelta(days=6))
+    assert fresh["outgoing"][0]["overdue"] is False
+    assert fresh["warnings"] == []
+    assert late["outgoing"][0]["overdue"] is True
+    assert "no SDI outcome 5 days" in late["warnings"][0]
+
+
+def test_render_text_summarises_states_and_warnings(tmp_path: Path) -> None:
+    config = _config(tmp_path, "alpha", "beta")
+    with Store(config.store_path) as store:
+        _sent(store, "alpha", "IT01234567890_00001.xml")
+        text = status.render_text(status.document(store, config, NOW))
+    assert "[alpha]" in text
+    assert "outgoing: 1 (1 sent)" in text
+    assert "SDI address: sdi01@pec.fatturapa.it" in text
