@@ -1,0 +1,310 @@
+"""`pecgateway sandbox` as a user runs it: a subprocess on real Dovecot and aiosmtpd.
+
+The issue's done-when: a valid invoice sent with plain smtplib gets ACCETTAZIONE, CONSEGNA and an RC
+from the newly assigned sdiNN; an invalid one an NS; a second file to sdi01 no answer (and the log
+says why); deliver, inject; SIGTERM leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import json
+import os
+import select
+import shutil
+import signal
+import smtplib
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+
+import pytest
+
+from pecgateway import classify, config, pec, sample
+from pecgateway.sandbox.ca import SandboxCA
+
+pytestmark = pytest.mark.servers
+
+SDI = "sdi01@pec.fatturapa.it"
+WAIT_S = 30.0
+
+
+def _pecgateway(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pecgateway", *args]
+
+
+@dataclass
+class Running:
+    directory: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def info(self) -> dict[str, object]:
+        loaded: dict[str, object] = json.loads((self.directory / "sandbox.json").read_text())
+        return loaded
+
+    def _server(self, name: str) -> dict[str, object]:
+        value = self.info[name]
+        assert isinstance(value, dict)
+        return value
+
+    def context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.info["ca_cert"]))
+
+    def send(self, file_name: str, data: bytes, to: str = SDI) -> str:
+        smtp = self._server("smtp")
+        message = EmailMessage()
+        message["From"] = str(self.info["pec_address"])
+        message["To"] = to
+        message["Subject"] = file_name
+        message["Message-ID"] = make_msgid(domain="pec.sandbox.test")
+        message.set_content("Invio fattura elettronica.")
+        message.add_attachment(data, "application", "octet-stream", filename=file_name)
+        with smtplib.SMTP_SSL(
+            str(smtp["host"]), int(str(smtp["port"])), context=self.context(), timeout=10
+        ) as client:
+            client.login(str(smtp["user"]), str(smtp["password"]))
+            client.send_message(message)
+        return str(message["Message-ID"])
+
+    def mailbox(self) -> list[bytes]:
+        imap = self._server("imap")
+        with imaplib.IMAP4_SSL(
+            str(imap["host"]), int(str(imap["port"])), ssl_context=self.context(), timeout=10
+        ) as client:
+            client.login(str(imap["user"]), str(imap["password"]))
+            client.select("INBOX", readonly=True)
+            _, found = client.uid("SEARCH", "ALL")
+            raws = []
+            for uid in found[0].split():
+                _, parts = client.uid("FETCH", uid, "(BODY.PEEK[])")
+                assert isinstance(parts[0], tuple)
+                raws.append(parts[0][1])
+            return raws
+
+    def wait_for(self, count: int) -> list[pec.PecMessage]:
+        deadline = time.monotonic() + WAIT_S
+        raws = self.mailbox()
+        while len(raws) < count and time.monotonic() < deadline:
+            time.sleep(0.2)
+            raws = self.mailbox()
+        return [pec.parse(raw) for raw in raws]
+
+    def wait_for_log(self, event: str) -> dict[str, object]:
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            for line in (self.directory / "sandbox.log").read_text().splitlines():
+                record: dict[str, object] = json.loads(line)
+                if record.get("event") == event:
+                    return record
+            time.sleep(0.1)
+        raise AssertionError(f"no {event} in sandbox.log")
+
+
+def _wait_ready(process: subprocess.Popen[bytes]) -> None:
+    assert process.stdout is not None
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 0.5)
+        if ready:
+            line = process.stdout.readline()
+            if line.strip() == b"ready":
+                return
+            if not line:
+                break
+    process.kill()
+    raise AssertionError(f"the sandbox did not print ready: {process.communicate()}")
+
+
+@pytest.fixture
+def sandbox(public_tmp_path: Path, schema_dir: Path, sandbox_ca: SandboxCA) -> Iterator[Running]:
+    directory = public_tmp_path / "sandbox"
+    shutil.copytree(sandbox_ca.directory, directory / "ca")  # reused: no key generation
+    process = subprocess.Popen(
+        _pecgateway(
+            "sandbox", "--dir", str(directory), "--schemas", str(schema_dir), "--delays", "fast"
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        _wait_ready(process)
+        yield Running(directory, process)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(30)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def _attachment_kinds(message: pec.PecMessage) -> list[str]:
+    kinds = []
+    for attachment in message.attachments:
+        node = classify.classify(attachment.data, attachment.filename)
+        notification = node.notification
+        kinds.append(notification.type.value if notification else node.kind.value)
+    return kinds
+
+
+def test_valid_invoice_gets_accettazione_consegna_and_rc_from_the_assigned_address(
+    sandbox: Running,
+) -> None:
+    our_id = sandbox.send(sample.file_name(progressivo="00001"), sample.fpr12())
+    accettazione, consegna, answer = sandbox.wait_for(3)
+    assert accettazione.type is pec.PecType.ACCETTAZIONE
+    assert accettazione.riferimento_message_id == our_id
+    assert consegna.type is pec.PecType.AVVENUTA_CONSEGNA
+    assert consegna.riferimento_message_id == our_id
+    assert answer.type is pec.PecType.POSTA_CERTIFICATA
+    assert answer.sdi_address is not None
+    assert answer.sdi_address != SDI
+    assert _attachment_kinds(answer) == ["RC"]
+
+
+def test_invalid_invoice_gets_ns_00200(sandbox: Running) -> None:
+    sandbox.send(sample.file_name(progressivo="00002"), b"<FatturaElettronica")
+    answer = sandbox.wait_for(3)[2]
+    (attachment,) = answer.attachments
+    notification = classify.classify(attachment.data, attachment.filename).notification
+    assert notification is not None
+    assert notification.type.value == "NS"
+    assert [error.codice for error in notification.errors] == ["00200"]
+
+
+def test_second_file_to_sdi01_after_the_assignment_gets_no_answer_and_the_log_says_why(
+    sandbox: Running,
+) -> None:
+    sandbox.send(sample.file_name(progressivo="00001"), sample.fpr12())
+    sandbox.wait_for(3)
+    second = sample.fpr12(progressivo_invio="00002", numero="2")
+    sandbox.send(sample.file_name(progressivo="00002"), second)
+    record = sandbox.wait_for_log("sdi_ignored_wrong_address")
+    assert record["got"] == SDI
+    assert "assigned" in str(record["reason"])
+    types = [m.type for m in sandbox.wait_for(5)]
+    assert types[3:] == [pec.PecType.ACCETTAZIONE, pec.PecType.AVVENUTA_CONSEGNA]
+
+
+def test_deliver_brings_a_supplier_invoice_with_its_metadata(
+    sandbox: Running, tmp_path: Path
+) -> None:
+    invoice = tmp_path / "IT09876543210_A0001.xml"
+    invoice.write_bytes(sample.fpr12(transmitter="IT09876543210", progressivo_invio="A0001"))
+    result = subprocess.run(
+        _pecgateway("sandbox", "deliver", "--dir", str(sandbox.directory), str(invoice)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    (envelope,) = sandbox.wait_for(1)
+    assert envelope.type is pec.PecType.POSTA_CERTIFICATA
+    assert envelope.oggetto is not None
+    assert envelope.oggetto.startswith("Invio File ")
+    assert sorted(_attachment_kinds(envelope)) == ["MT", "invoice"]
+
+
+def test_inject_appends_the_message_unchanged(sandbox: Running, tmp_path: Path) -> None:
+    raw = b"From: someone@example.it\r\nSubject: raw\r\nX-Odd:  kept  as is\r\n\r\nbody\r\n"
+    path = tmp_path / "message.eml"
+    path.write_bytes(raw)
+    result = subprocess.run(
+        _pecgateway("sandbox", "inject", "--dir", str(sandbox.directory), str(path)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert sandbox.mailbox() == [raw]
+
+
+def test_deliver_of_a_missing_file_fails_naming_it(sandbox: Running, tmp_path: Path) -> None:
+    missing = tmp_path / "IT01234567890_99999.xml"
+    result = subprocess.run(
+        _pecgateway("sandbox", "deliver", "--dir", str(sandbox.directory), str(missing)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert str(missing) in result.stderr
+
+
+def test_inject_without_a_running_sandbox_says_how_to_start_one(tmp_path: Path) -> None:
+    path = tmp_path / "message.eml"
+    path.write_bytes(b"Subject: x\r\n\r\nbody\r\n")
+    result = subprocess.run(
+        _pecgateway("sandbox", "inject", "--dir", str(tmp_path / "none"), str(path)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "pecgateway sandbox --dir" in result.stderr
+
+
+def test_written_files_are_a_loadable_config_and_the_contract_json(sandbox: Running) -> None:
+    loaded = config.load(sandbox.directory / "pecgateway.toml")
+    info = sandbox.info
+    assert set(info) >= {"imap", "smtp", "ca_cert", "pec_address"}
+    for server in ("imap", "smtp"):
+        entry = info[server]
+        assert isinstance(entry, dict)
+        assert set(entry) == {"host", "port", "starttls_port", "user", "password"}
+    assert loaded.accounts[0].address == info["pec_address"]
+    assert loaded.accounts[0].outbox == sandbox.directory / "outbox"
+
+
+def _descendants(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            child = int(entry.name)
+            found += [child, *_descendants(child)]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_sigterm_stops_the_sandbox_and_leaves_no_process_behind(sandbox: Running) -> None:
+    sandbox.send(sample.file_name(progressivo="00001"), sample.fpr12())
+    sandbox.wait_for(3)
+    processes = _descendants(sandbox.process.pid)
+    assert processes, "Dovecot should be running under the sandbox"
+    sandbox.process.send_signal(signal.SIGTERM)
+    assert sandbox.process.wait(30) == 0
+    assert [pid for pid in processes if _alive(pid)] == []
+    assert not (sandbox.directory / "sandbox.json").exists()
+
+
+def test_missing_dovecot_says_how_to_install_it(tmp_path: Path) -> None:
+    environment = {**os.environ, "PATH": str(tmp_path)}
+    result = subprocess.run(
+        _pecgateway("sandbox", "--dir", str(tmp_path / "sandbox")),
+        capture_output=True,
+        text=True,
+        check=False,
+        env=environment,
+    )
+    assert result.returncode == 2
+    assert "apt-get install dovecot-imapd" in result.stderr
