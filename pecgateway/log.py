@@ -70,8 +70,8 @@ def _level(name: str) -> int:
 
 
 def get_logger(**fields: Any) -> Any:
-    """A structlog logger with ``fields`` bound."""
-    return structlog.get_logger().bind(**fields)
+    """A lazy structlog logger with ``fields`` bound: it follows ``configure`` made later."""
+    return structlog.get_logger(**fields)
 
 
 @contextmanager

@@ -85,3 +85,11 @@ def test_console_renderer_when_asked() -> None:
     log.get_logger().info("invoice_sent", file="a.xml")
     assert "invoice_sent" in out.getvalue()
     assert not out.getvalue().lstrip().startswith("{")
+
+
+def test_a_logger_made_before_configure_follows_it() -> None:
+    early = log.get_logger()
+    out = io.StringIO()
+    log.configure("info", stream=out)
+    early.info("invoice_sent")
+    assert _lines(out)[0]["event"] == "invoice_sent"

@@ -1,0 +1,197 @@
+"""The service commands as a user runs them: run, once, status, check-config (subprocesses)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pecgateway import sample
+from pecgateway.config import Config
+from tests.factory.gateway import account_table, write_config
+from tests.factory.smtp_server import SmtpServer, smtp_server
+
+if TYPE_CHECKING:
+    from pecgateway.sandbox.ca import SandboxCA
+    from pecgateway.sandbox.dovecot import MailAccount
+
+pytestmark = pytest.mark.servers
+NAME = sample.file_name()
+
+
+@pytest.fixture
+async def smtp(sandbox_ca: SandboxCA) -> AsyncIterator[SmtpServer]:
+    pair = sandbox_ca.server
+    async with smtp_server(pair.cert_path, pair.key_path, sandbox_ca.ca_file) as server:
+        yield server
+
+
+def _config(
+    tmp_path: Path,
+    schema_dir: Path,
+    smtp: SmtpServer,
+    mail_user: MailAccount,
+    imap_password: str | None = None,
+) -> Config:
+    table = account_table(
+        tmp_path,
+        "main",
+        address=mail_user.user,
+        smtp={
+            "host": smtp.host,
+            "port": smtp.port,
+            "username": smtp.username,
+            "password": smtp.password,
+            "ca_file": str(smtp.ca_file),
+            "timeout_s": 5.0,
+        },
+        imap={
+            "host": mail_user.host,
+            "port": mail_user.port,
+            "username": mail_user.user,
+            "password": imap_password or mail_user.password,
+            "ca_file": str(mail_user.ca_file),
+            "timeout_s": 5.0,
+        },
+    )
+    return write_config(tmp_path, schema_dir, [table])
+
+
+async def _pecgateway(
+    *args: str, env: dict[str, str] | None = None, timeout_s: float = 40
+) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pecgateway",
+        *args,
+        env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(timeout_s):
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_check_config_reports_every_problem_with_its_key_path(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('store_path = 1\n[[accounts]]\nname = "Bad Name"\n', encoding="utf-8")
+    code, _out, err = await _pecgateway("check-config", "--config", str(path))
+    assert code == 2
+    assert "store_path" in err
+    assert "accounts[0].name" in err
+
+
+async def test_check_config_logs_in_to_both_servers(
+    tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount
+) -> None:
+    config = _config(tmp_path, schema_dir, smtp, mail_user)
+    code, out, _err = await _pecgateway("check-config", "--config", str(config.source))
+    assert code == 0, out
+    assert "account main: SMTP: login OK" in out
+    assert "account main: IMAP: login OK" in out
+
+
+async def test_check_config_says_which_server_refused_and_why(
+    tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount
+) -> None:
+    config = _config(tmp_path, schema_dir, smtp, mail_user, imap_password="wrong")
+    code, out, err = await _pecgateway("check-config", "--config", str(config.source))
+    assert code == 1
+    assert "account main: SMTP: login OK" in out
+    assert f"account main: IMAP: FAILED: IMAP {mail_user.host}:{mail_user.port}: login as" in out
+    assert "wrong" not in out + err
+    assert "account main: IMAP" in err
+
+
+async def test_once_sends_the_outbox_and_status_shows_it(
+    tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount
+) -> None:
+    config = _config(tmp_path, schema_dir, smtp, mail_user)
+    outbox = config.accounts[0].outbox
+    outbox.mkdir(parents=True)
+    (outbox / NAME).write_bytes(sample.fpr12())
+    env = {"PECGATEWAY_CONFIG": str(config.source)}
+    code, out, err = await _pecgateway("once", env=env)
+    assert code == 0, err
+    assert len(smtp.received) == 1
+    events = [json.loads(line)["event"] for line in out.splitlines()]
+    assert "invoice_sent" in events
+    assert mail_user.password not in out
+    code, out, _err = await _pecgateway("status", "--json", env=env)
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["outgoing"][0]["file"] == NAME
+    assert doc["outgoing"][0]["state"] == "sent"
+    code, out, _err = await _pecgateway("status", env=env)
+    assert "outgoing: 1 (1 sent)" in out
+
+
+async def test_status_of_an_unknown_account_is_a_usage_error(
+    tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount
+) -> None:
+    config = _config(tmp_path, schema_dir, smtp, mail_user)
+    code, _out, err = await _pecgateway(
+        "status", "--config", str(config.source), "--account", "nope"
+    )
+    assert code == 2
+    assert "no account named 'nope'" in err
+
+
+async def test_missing_config_path_is_a_usage_error() -> None:
+    env = {key: value for key, value in os.environ.items() if key != "PECGATEWAY_CONFIG"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pecgateway",
+        "once",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _out, err = await process.communicate()
+    assert process.returncode == 2
+    assert b"PECGATEWAY_CONFIG" in err
+
+
+async def test_run_notifies_systemd_and_stops_on_sigterm(
+    tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount
+) -> None:
+    config = _config(tmp_path, schema_dir, smtp, mail_user)
+    notify_path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(notify_path))
+        listener.setblocking(False)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "pecgateway",
+            "run",
+            "--config",
+            str(config.source),
+            env={**os.environ, "NOTIFY_SOCKET": str(notify_path)},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(30):
+            first = await loop.sock_recv(listener, 4096)
+        assert first == b"READY=1"
+        outbox = config.accounts[0].outbox
+        (outbox / NAME).write_bytes(sample.fpr12())
+        async with asyncio.timeout(30):
+            await smtp.data_arrived.wait()
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            _out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
