@@ -139,3 +139,22 @@ def test_directory_dovecot_cannot_traverse_is_refused_with_a_hint(
     private.mkdir(mode=0o700)
     with pytest.raises(ConfigError, match="world-traversable"):
         Dovecot(private / "d", {}, ca=sandbox_ca).start()
+
+
+def test_sandbox_ca_is_reused_from_its_directory(sandbox_ca: SandboxCA) -> None:
+    again = SandboxCA.load_or_create(sandbox_ca.directory)
+    assert again.ca.cert_pem == sandbox_ca.ca.cert_pem
+    assert again.provider.key_pem == sandbox_ca.provider.key_pem
+
+
+def test_server_certificate_names_localhost_and_the_loopback_address(
+    sandbox_ca: SandboxCA,
+) -> None:
+    from cryptography import x509
+
+    names = sandbox_ca.server.certificate.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value
+    assert names.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert sandbox_ca.server.certificate.issuer == sandbox_ca.ca.certificate.subject

@@ -30,6 +30,7 @@ from tests.conftest import CORPUS
 USER = "fatture@pec.sandbox.test"
 SDI = "sdi01@pec.fatturapa.it"
 SDI_ADDRESS = re.compile(r"sdi\d{2}@pec\.fatturapa\.it")
+INDEX = re.compile(r"\[\d+\]")
 NOW = datetime(2026, 3, 2, 10, 30, tzinfo=UTC)
 
 Tree = tuple[str, tuple["Tree", ...]]
@@ -245,3 +246,41 @@ async def test_sdi_notification_in_the_envelope_verifies_against_the_sandbox_ca(
     node = classify.classify(await producer(sandbox_ca), "message.eml")
     (notification,) = node.contents
     assert notification_signature_problem(notification.data, sandbox_ca.ca.cert_pem) is None
+
+
+def _daticert_paths(raw: bytes) -> list[str]:
+    from lxml import etree
+
+    from pecgateway import safexml
+
+    parsed = message_from_bytes(raw, policy=policy.compat32)
+    part = next(p for p in parsed.walk() if p.get_filename() == "daticert.xml")
+    data = part.get_payload(decode=True)
+    assert isinstance(data, bytes)
+    root = safexml.parse(data)
+    paths = []
+    for element in root.iter():
+        path = INDEX.sub("", etree.ElementTree(root).getpath(element))
+        paths.append(f"{path} {sorted(element.attrib)}")
+    return paths
+
+
+@pytest.mark.conformance
+@pytest.mark.parametrize(
+    ("producer", "corpus_name"),
+    [
+        (_accettazione, "oca_ACCETTAZIONE_IT03339130126_00009.eml"),
+        (_consegna, "oca_CONSEGNA_IT03339130126_00009.eml"),
+        (_rc, "oca_POSTA_CERTIFICATA_Ricevuta_di_consegna_6782414.eml"),
+        (_errore_consegna, "gopec_consegna.eml"),
+    ],
+    ids=["accettazione", "consegna", "posta-certificata", "errore-consegna"],
+)
+async def test_daticert_has_the_elements_and_attributes_of_the_real_one(
+    producer: Callable[[SandboxCA], Awaitable[bytes]], corpus_name: str, sandbox_ca: SandboxCA
+) -> None:
+    real_path = CORPUS / "pec" / corpus_name
+    if not real_path.is_file():
+        pytest.skip(f"the public corpus is absent ({real_path})")
+    ours = _daticert_paths(await producer(sandbox_ca))
+    assert ours == _daticert_paths(real_path.read_bytes())

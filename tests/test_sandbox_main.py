@@ -28,6 +28,7 @@ import pytest
 
 from pecgateway import classify, config, pec, sample
 from pecgateway.sandbox.ca import SandboxCA
+from pecgateway.sandbox.control import ControlError, Request, send_request
 
 pytestmark = pytest.mark.servers
 
@@ -308,3 +309,12 @@ def test_missing_dovecot_says_how_to_install_it(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "apt-get install dovecot-imapd" in result.stderr
+
+
+def test_control_request_with_a_wrong_token_is_refused(sandbox: Running) -> None:
+    control = sandbox.info["control"]
+    assert isinstance(control, dict)
+    request = Request("inject", "x.eml", b"Subject: x\r\n\r\nbody\r\n")
+    with pytest.raises(ControlError, match="token"):
+        send_request(int(str(control["port"])), "not-the-token", request)
+    assert sandbox.mailbox() == []

@@ -50,7 +50,7 @@ class Gestore:
     name: str
     domain: str
     signer: KeyPair
-    micalg: str = "sha-256"  # "sha-256" | "sha1" (what older providers still use)
+    micalg: str = "sha-256"  # or "sha-512" (real ones say sha1, which cryptography cannot sign)
 
     @property
     def address(self) -> str:

@@ -34,7 +34,8 @@ __all__ = [
 Headers = Sequence[tuple[str, str]]
 
 _CRLF = b"\r\n"
-_HASHES: dict[str, hashes.HashAlgorithm] = {"sha-256": hashes.SHA256(), "sha1": hashes.SHA1()}
+# real providers still say micalg="sha1"; cryptography's builder no longer signs with SHA-1
+_HASHES: dict[str, hashes.HashAlgorithm] = {"sha-256": hashes.SHA256(), "sha-512": hashes.SHA512()}
 
 
 def crlf(data: bytes) -> bytes:
