@@ -141,9 +141,13 @@ async def test_refused_connection_is_transient(tmp_path: Path) -> None:
 
 
 async def test_silent_server_times_out_as_transient() -> None:
+    finished = asyncio.Event()
+
     async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # says nothing, waits for the client to give up
         writer.close()
+        await writer.wait_closed()
+        finished.set()
 
     server = await asyncio.start_server(mute, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -151,6 +155,8 @@ async def test_silent_server_times_out_as_transient() -> None:
     try:
         with pytest.raises(TransientError, match=r"no answer in time|connection failed"):
             await smtp.send(_message(), endpoint, password="x")
+        async with asyncio.timeout(5):
+            await finished.wait()  # the client hung up: nothing is left open
     finally:
         server.close()
         await server.wait_closed()
