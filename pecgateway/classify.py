@@ -195,8 +195,10 @@ def _is_base64_xml(data: bytes) -> bool:
 
 
 def _decode_base64(text: bytes) -> bytes | None:
+    """Strict alphabet, but tolerant of line breaks and of missing ``=`` padding (field quirk Q3)."""
+    compact = b"".join(text.split()).rstrip(b"=")
     try:
-        return base64.b64decode(b"".join(text.split()), validate=True)
+        return base64.b64decode(compact + b"=" * (-len(compact) % 4), validate=True)
     except (binascii.Error, ValueError):
         return None
 

@@ -208,9 +208,21 @@ def _parse_tree(text: bytes, warnings: list[str]) -> etree._Element:
             root = safexml.parse_recovering(cleaned)
         except MalformedMessage:
             raise MalformedMessage(f"unreadable invoice XML: {strict_error.reason}") from None
+        _refuse_truncated(cleaned, safexml.local_name(root), strict_error.reason)
         warnings.extend(fixes)
         warnings.append(f"parsed with error recovery ({strict_error.reason})")
         return root
+
+
+def _refuse_truncated(text: bytes, root_name: str, reason: str) -> None:
+    """Recovery repairs odd markup, never a file cut short: the root's end tag must be there."""
+    local = root_name.rsplit(":", 1)[-1]  # recovery keeps an unbound prefix in the name
+    end_tag = re.compile(rb"</(?:[A-Za-z_][\w.-]*:)?" + re.escape(local.encode()) + rb"\s*>")
+    if is_invoice_root(local) and end_tag.search(text) is None:
+        raise MalformedMessage(
+            f"the invoice XML is cut short: it ends before </{root_name}> ({reason}); "
+            "ask the sender for the complete file"
+        )
 
 
 def is_invoice_root(local_name: str) -> bool:

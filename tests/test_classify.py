@@ -690,3 +690,18 @@ def test_at_zip_from_the_sandbox_builder_is_an_archive() -> None:
     )
     node = classify(data, "IT01234567890_00001_AT_001.zip")
     assert _kinds(node) == [(INVOICE_NAME, Kind.INVOICE), (at_name, Kind.NOTIFICATION)]
+
+
+def test_base64_text_of_xml_without_padding_is_decoded() -> None:
+    """BL-21 with Q3: the attachment is base64 of the XML and its final '=' padding is missing."""
+    import base64 as b64
+
+    from pecgateway import sample
+
+    xml = sample.fpr12()
+    xml += b"\n" * (1 if len(xml) % 3 == 0 else 0)  # a length that needs padding
+    encoded = b64.encodebytes(xml)
+    assert encoded.rstrip().endswith(b"=")
+    node = classify(encoded.rstrip().rstrip(b"="), "IT01234567890_00001.xml")
+    assert node.kind is Kind.INVOICE
+    assert any("base64" in w for w in node.warnings)

@@ -397,7 +397,7 @@ def test_corpus_invoice_facts_match_the_manifest(row: dict[str, str]) -> None:
 @needs_corpus
 @pytest.mark.parametrize("row", MALFORMED_ROWS, ids=lambda row: Path(row["local_path"]).name)
 def test_corpus_malformed_invoices_raise_malformed_message(row: dict[str, str]) -> None:
-    with pytest.raises(MalformedMessage, match=r"not a FatturaPA invoice|unreadable"):
+    with pytest.raises(MalformedMessage, match=r"not a FatturaPA invoice|unreadable|cut short"):
         invoice.parse((CORPUS / row["local_path"]).read_bytes())
 
 
@@ -409,3 +409,14 @@ def test_encoding_declaration_with_a_nul_byte_is_read_as_utf8_with_a_warning() -
     text, warnings = invoice_module.decode_text(data)
     assert b"<a>x</a>" in text
     assert any("unknown encoding" in w for w in warnings)
+
+
+def test_truncated_invoice_is_malformed_even_though_recovery_could_read_its_head() -> None:
+    """Recovery is for odd markup SDI accepted (BL-19), never for a file that was cut short."""
+    from pecgateway import invoice as invoice_module
+    from pecgateway import sample
+    from pecgateway.errors import MalformedMessage
+
+    data = sample.fpr12()
+    with pytest.raises(MalformedMessage, match="cut short"):
+        invoice_module.parse(data[: len(data) // 2])
