@@ -455,3 +455,61 @@ async def test_run_serves_until_stop_and_finishes_the_current_unit(
         await running
     assert notes[0] == "READY=1"
     assert (config.accounts[0].outbox / "sent" / NAME).exists()
+
+
+async def test_a_p7m_that_cannot_be_opened_is_rejected(
+    config: Config, clock: Clock, smtp: SmtpServer
+) -> None:
+    _drop(config, "IT01234567890_00001.xml.p7m", b"not a signed file at all")
+    await _once(config, clock)
+    assert smtp.received == []
+    reasons = json.loads(
+        (
+            config.accounts[0].outbox / "rejected" / "IT01234567890_00001.xml.p7m.reason.json"
+        ).read_bytes()
+    )
+    assert reasons["problems"][0]["code"] == "p7m"
+
+
+async def test_an_event_the_lifecycle_refuses_is_kept_as_a_note_and_ignored(
+    config: Config, clock: Clock, store: Store, dovecot: Dovecot, mail_user: MailAccount
+) -> None:
+    _drop(config, data=b"<?xml version='1.0'?><Fattura/>")
+    await _once(config, clock)  # rejected by our checks, never sent
+    dovecot.append(mail_user.user, _rc(kind=NotificationType.NS))
+    logs = await _once(config, clock)
+    record = store.find_outgoing_by_file("main", NAME)
+    assert record is not None
+    assert record.state is State.REJECTED
+    assert "event_ignored" in _events(logs)
+    assert store.events(record.id)[-1].detail.startswith("ignored")
+
+
+async def test_an_unexpected_error_quarantines_the_message_and_the_loop_goes_on(
+    config: Config,
+    clock: Clock,
+    store: Store,
+    dovecot: Dovecot,
+    mail_user: MailAccount,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pecgateway import inbound
+
+    real = inbound.classify
+
+    def flaky(data: bytes, filename: str | None = None) -> Any:
+        if b"Offerta" in data:
+            raise RuntimeError("parser bug")
+        return real(data, filename)
+
+    monkeypatch.setattr(inbound, "classify", flaky)
+    dovecot.append(mail_user.user, build_plain_mail())
+    dovecot.append(mail_user.user, build_accettazione(riferimento="<x@elsewhere.it>"))
+    logs = await _once(config, clock)
+    failed = [line for line in logs if line["event"] == "unit_failed"]
+    assert len(failed) == 1
+    assert failed[0]["uid"] == 1
+    quarantined = store.snapshot("main")["quarantined"]
+    assert isinstance(quarantined, list)
+    assert "internal error while filing: RuntimeError: parser bug" in quarantined[0]["reason"]
+    assert len(store.orphans("main")) == 1
