@@ -6,7 +6,7 @@ import hashlib
 import io
 import json
 import zipfile
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -500,3 +500,37 @@ def test_unreadable_state_file_is_a_config_error_naming_the_file(
     (tmp_path / "sdi.json").write_text(content, encoding="utf-8")
     with pytest.raises(ConfigError, match=r"sdi\.json"):
         _simulator(tmp_path)
+
+
+def test_files_sent_to_sdi01_before_the_first_answer_went_out_are_still_answered() -> None:
+    """A sender learns its sdiNN from SDI's first answer: until then sdi01 is the right address."""
+    simulator = _simulator(config=SimulatorConfig(answer_delay_s=5.0))
+    first = _first(simulator, NAME, sample.fpr12())
+    second = simulator.receive(
+        sender=USER,
+        recipient=FIRST_ADDRESS,
+        message=_mail(("IT01234567890_00002.xml", sample.fpr12(numero="2"))),
+        identificativo="opec-2",
+        now=NOW + timedelta(seconds=1),
+    )
+    assert _types(second) == [NotificationType.RC]
+    assert second[0].sender == first[0].sender
+    late = simulator.receive(
+        sender=USER,
+        recipient=FIRST_ADDRESS,
+        message=_mail(("IT01234567890_00003.xml", sample.fpr12(numero="3"))),
+        identificativo="opec-3",
+        now=NOW + timedelta(seconds=6),
+    )
+    assert late == []
+
+
+def test_an_invoice_delivered_from_sdinn_makes_sdinn_the_address_sdi_answers_on() -> None:
+    """The gateway learns sdiNN from any SDI message, an Invio File included: SDI must agree."""
+    simulator = _simulator()
+    delivered = simulator.deliver_invoice(
+        recipient=USER, file_name="IT09876543210_00001.xml", data=sample.fpr12(), now=NOW
+    )
+    outs = _send(simulator, (NAME, sample.fpr12()), to=delivered.sender)
+    assert _types(outs) == [NotificationType.RC]
+    assert outs[0].sender == delivered.sender

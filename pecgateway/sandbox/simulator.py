@@ -29,7 +29,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage, Message
 from email.utils import parseaddr
@@ -94,6 +94,7 @@ class _State:
     accepted: set[tuple[str, ...]]
     last_identificativo_sdi: int = 10_000_000
     last_message_id: int = 50_000_000
+    announced: dict[str, str] = field(default_factory=dict)  # sender -> when it got its address
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -102,6 +103,7 @@ class _State:
             "accepted": sorted(list(key) for key in self.accepted),
             "last_identificativo_sdi": self.last_identificativo_sdi,
             "last_message_id": self.last_message_id,
+            "announced": self.announced,
         }
 
     @classmethod
@@ -112,6 +114,7 @@ class _State:
             {tuple(key) for key in data.get("accepted", [])},
             int(data.get("last_identificativo_sdi", 10_000_000)),
             int(data.get("last_message_id", 50_000_000)),
+            dict(data.get("announced", {})),
         )
 
 
@@ -227,7 +230,7 @@ class SdiSimulator:
         files = _attachments(message)
         self._log.info("sdi_received", sender=user, recipient=to, files=[n for n, _ in files])
         expected = self._state.assigned.get(user, FIRST_ADDRESS)
-        if to != expected:
+        if to != expected and not self._still_first_address(user, to, now):
             self._log.warning(
                 "sdi_ignored_wrong_address",
                 sender=user,
@@ -245,8 +248,18 @@ class SdiSimulator:
             for name, data in files
             for out in self._answer(self._file(name, data, user, address, identificativo, now))
         ]
+        if outgoing:
+            first = now + timedelta(seconds=min(out.delay_s for out in outgoing))
+            self._state.announced.setdefault(user, first.isoformat())
         self._save()
         return sorted(outgoing, key=lambda out: out.delay_s)
+
+    def _still_first_address(self, user: str, to: str, now: datetime) -> bool:
+        """sdi01 keeps working until the sender has seen SDI's first answer, which names sdiNN."""
+        if to != FIRST_ADDRESS:
+            return False
+        announced = self._state.announced.get(user)
+        return announced is None or now < datetime.fromisoformat(announced)
 
     def _assign(self, user: str) -> str:
         if user not in self._state.assigned:
@@ -493,7 +506,8 @@ class SdiSimulator:
             (f"{stem}_MT_001.xml", metadata, "7bit"),
             (file_name, data, "base64" if binary else "quoted-printable"),
         ]
-        address = self.address_for(user)
+        address = self._assign(user)  # the recipient now knows this sdiNN: it is the assigned one
+        self._state.announced.setdefault(user, now.isoformat())
         message = sdimail.invio_file(
             sender=address,
             to=user,
