@@ -1,8 +1,8 @@
 """CAdES ``.p7m`` envelopes: take out the signed content, whatever the encoding, and name the signers.
 
 Decides by content, never by file name: DER or BER CMS SignedData, base64 in any layout (also encoded
-more than once), PEM armour, envelopes nested in envelopes, damaged envelopes whose content can still
-be recovered. Pure: bytes in, values out; raises only MalformedMessage. Never verifies signatures.
+more than once), PEM armour, nested envelopes, damaged ones (content recovered by `ber`'s raw walk).
+Pure: bytes in, values out; raises only MalformedMessage. Never verifies signatures.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import ClassVar
 
 from asn1crypto import cms, core, parser, x509
 
+from pecgateway import ber
 from pecgateway.errors import MalformedMessage
 
 __all__ = [
@@ -31,13 +32,9 @@ __all__ = [
 MAX_INPUT_BYTES = 64 * 1024 * 1024
 MAX_BASE64_PEELS = 4  # base64 inside base64 inside ...: more than this is not a real file
 MAX_LAYERS = 5  # envelopes inside envelopes
-_MAX_BER_DEPTH = 16
-_MAX_CHUNKS = 500_000  # OCTET STRING pieces of one content (openssl writes ~1 KB pieces)
 
 PLAIN_XML_WARNING = "not signed: plain XML in a file named like a signed envelope (.p7m)"
 
-_PKCS7_OID_PREFIX = bytes.fromhex("06092a864886f70d0107")  # 1.2.840.113549.1.7.x, DER TLV
-_SIGNED_DATA_OID = _PKCS7_OID_PREFIX + b"\x02"
 _BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
 _PEM = re.compile(rb"-----BEGIN [^\r\n]*?-----(.*?)(?:-----END [^\r\n]*?-----|\Z)", re.DOTALL)
 _WHITESPACE = re.compile(rb"\s+")
@@ -106,7 +103,7 @@ def looks_like_envelope(data: bytes) -> bool:
     if len(data) > MAX_INPUT_BYTES:
         return False
     found = _sniff(data)
-    return found is not None and _is_envelope(found[0])
+    return found is not None and ber.is_signed_data(found[0])
 
 
 def unwrap(data: bytes) -> Unwrapped:
@@ -123,7 +120,7 @@ def unwrap(data: bytes) -> Unwrapped:
             return _result(current, layers, warnings)
         current, notes = found
         warnings.extend(notes)
-        if not _is_envelope(current):
+        if not ber.is_signed_data(current):
             if not layers:
                 warnings.append(PLAIN_XML_WARNING)
             return _result(current, layers, warnings)
@@ -172,25 +169,6 @@ def _explain_unknown(data: bytes) -> str:
 # ---- sniffing: envelope prefix, XML, base64 text ---------------------------------------------------
 
 
-def _header_length(data: bytes) -> int | None:
-    """Length of the tag+length header of the first TLV (tag in one byte), None if unusable."""
-    if len(data) < 2:
-        return None
-    first = data[1]
-    if first <= 0x80:
-        return 2
-    count = first & 0x7F
-    return 2 + count if count <= 4 else None
-
-
-def _is_envelope(data: bytes) -> bool:
-    """A SEQUENCE whose first element is the signedData OID: a CMS SignedData ContentInfo."""
-    if data[:1] != b"\x30":
-        return False
-    header = _header_length(data)
-    return header is not None and data[header : header + 11] == _SIGNED_DATA_OID
-
-
 def _is_xml(data: bytes) -> bool:
     for bom in _BOMS:
         if data.startswith(bom):
@@ -204,8 +182,8 @@ def _sniff(data: bytes) -> tuple[bytes, list[str]] | None:
     """The envelope or XML the bytes are, or decode to through base64/PEM layers; else None."""
     notes: list[str] = []
     current, peels = data, 0
-    while not (_is_envelope(current) or _is_xml(current)):
-        if _is_envelope(stripped := current.lstrip(b" \t\r\n\x00")):
+    while not (ber.is_signed_data(current) or _is_xml(current)):
+        if ber.is_signed_data(stripped := current.lstrip(b" \t\r\n\x00")):
             notes.append(
                 f"ignored {len(current) - len(stripped)} blank byte(s) before the envelope"
             )
@@ -281,7 +259,7 @@ def _encapsulated_content(encapsulated: _Encapsulated) -> bytes:
             "for the enveloping (.xml.p7m) file that contains the invoice"
         )
     encoded = value._header + value.contents + value._trailer  # as read: BER stays BER
-    content = _explicit_octets(encoded, 0)
+    content = ber.explicit_octets(encoded, 0)
     if content is None:
         raise MalformedMessage(
             "the envelope's content is not an OCTET STRING (an unusual PKCS#7 form this reader "
@@ -395,11 +373,11 @@ def _attribute(pair: x509.NameTypeAndValue) -> str:
     return f"{key}={escaped}"
 
 
-# ---- damaged envelopes: a raw BER walk to the encapsulated content ---------------------------------
+# ---- damaged envelopes: the content from ber.walk_to_content, junk after the root cut ----------
 
 
 def _recover_layer(data: bytes, reason: str) -> tuple[bytes, tuple[Signer, ...], list[str]]:
-    content = _walk_to_content(data)
+    content = ber.walk_to_content(data)
     if not content:
         raise MalformedMessage(
             f"damaged signed envelope ({reason}) and no content could be recovered from it; "
@@ -410,68 +388,6 @@ def _recover_layer(data: bytes, reason: str) -> tuple[bytes, tuple[Signer, ...],
     if cut:
         notes.append(f"removed {cut} byte(s) of junk after the XML root element's end tag")
     return content, (), notes
-
-
-def _walk_to_content(data: bytes) -> bytes | None:
-    """The encapsulated content found by a raw walk, whatever is broken after it."""
-    start = data.find(_PKCS7_OID_PREFIX, (_header_length(data) or 2) + len(_SIGNED_DATA_OID))
-    if start < 0:
-        return None
-    return _explicit_octets(data, start + len(_SIGNED_DATA_OID))
-
-
-def _explicit_octets(data: bytes, pos: int) -> bytes | None:
-    """The OCTET STRING (primitive or chunked) inside the [0] at pos; None if there is none."""
-    wrapper = _tlv(data, pos)
-    if wrapper is None or wrapper[0] != 0xA0:
-        return None
-    inner = _tlv(data, wrapper[1])
-    if inner is None or inner[0] not in (0x04, 0x24):
-        return None
-    chunks: list[bytes] = []
-    _collect_octets(data, wrapper[1], wrapper[2], 0, chunks)
-    return b"".join(chunks)
-
-
-def _tlv(data: bytes, pos: int) -> tuple[int, int, int | None] | None:
-    """(tag byte, start of the contents, end of the contents or None when indefinite)."""
-    if pos + 2 > len(data) or data[pos] & 0x1F == 0x1F:
-        return None
-    tag, first = data[pos], data[pos + 1]
-    if first == 0x80:
-        return tag, pos + 2, None
-    if first < 0x80:
-        return tag, pos + 2, pos + 2 + first
-    count = first & 0x7F
-    if count > 4 or pos + 2 + count > len(data):
-        return None
-    length = int.from_bytes(data[pos + 2 : pos + 2 + count], "big")
-    return tag, pos + 2 + count, pos + 2 + count + length
-
-
-def _collect_octets(data: bytes, pos: int, end: int | None, depth: int, out: list[bytes]) -> int:
-    """Append the OCTET STRING chunks from pos to end (None: to end-of-contents); return where it stopped."""
-    limit = len(data) if end is None else min(end, len(data))
-    while pos < limit:
-        tlv = _tlv(data, pos)
-        if tlv is None:
-            break
-        tag, body, body_end = tlv
-        if tag == 0x00 and body_end == body:  # end-of-contents of an indefinite length
-            return body
-        if tag == 0x04 and body_end is not None:
-            out.append(data[body : min(body_end, len(data))])
-            pos = body_end
-            if len(out) > _MAX_CHUNKS:
-                raise MalformedMessage(
-                    f"the signed content is cut into more than {_MAX_CHUNKS} pieces; no signing "
-                    "tool does that: ask the sender for a new copy"
-                )
-        elif tag == 0x24 and depth < _MAX_BER_DEPTH:  # constructed OCTET STRING: chunks
-            pos = max(body, _collect_octets(data, body, body_end, depth + 1, out))
-        else:
-            break
-    return pos if end is None else end
 
 
 def _cut_after_root(content: bytes) -> tuple[bytes, int]:

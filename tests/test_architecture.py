@@ -10,6 +10,7 @@ CORE = [
     "mail",
     "filename",
     "p7m",
+    "ber",
     "invoice",
     "validate",
     "sdi",

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pecgateway import cli, p7m
+from pecgateway import ber, cli, p7m
 from pecgateway.errors import MalformedMessage
 from tests.conftest import CORPUS
 from tests.factory import signing
@@ -250,7 +250,7 @@ def test_constructed_octet_string_with_definite_lengths() -> None:
 
 
 def test_content_cut_into_too_many_pieces_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(p7m, "_MAX_CHUNKS", 3)
+    monkeypatch.setattr(ber, "MAX_CHUNKS", 3)
     assert p7m.unwrap(signing.ber_indefinite(_envelope(), chunk_size=len(XML) // 3 + 1)).payload
     assert "pieces" in _refused(signing.ber_indefinite(_envelope(), chunk_size=10))
 
@@ -549,7 +549,7 @@ def test_property_arbitrary_base64_like_text_gives_a_value_or_malformed_message(
 def test_property_bytes_after_an_envelope_header_give_a_value_or_malformed_message(
     tail: bytes, header: bytes
 ) -> None:
-    _assert_total(header + p7m._SIGNED_DATA_OID + tail)
+    _assert_total(header + ber.SIGNED_DATA_OID + tail)
 
 
 @_PROPERTY_SETTINGS
