@@ -1,8 +1,8 @@
 """The configuration file: TOML (tomllib) into frozen dataclasses, validated at load.
 
-Owns reading and checking the file and the secrets it points to (``password_file`` or a systemd
-credential). Every problem names its key path; all problems are reported at once in one
-``ConfigError``. Secrets are wrapped in ``Secret`` and never appear in a repr or a log.
+Owns the dataclasses, what each key means and the secrets it points to (``password_file`` or a
+systemd credential); the typed reads are ``tomltable``'s. Every problem names its key path; all are
+reported at once in one ``ConfigError``. Secrets are ``Secret``s, never shown in a repr or a log.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 from pecgateway.errors import ConfigError
 from pecgateway.sink import Language
+from pecgateway.tomltable import TableReader
 
 __all__ = [
     "DEFAULT_SCHEMA_DIR",
@@ -37,8 +38,6 @@ DEFAULT_SDI_ADDRESS = "sdi01@pec.fatturapa.it"
 DEFAULT_STORE_PATH = "/var/lib/pecgateway/pecgateway.sqlite3"
 DEFAULT_SCHEMA_DIR = "/var/lib/pecgateway/schemas"
 
-_REQUIRED: Any = object()
-_MAX_SECONDS = 366 * 86400
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _NAME_WHAT = "a name of 1-32 characters a-z 0-9 _ - (starting with a letter or digit)"
@@ -207,7 +206,9 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     ``ConfigError`` listing every problem, one per line, each starting with its key path.
     """
     document = _read_toml(path)
-    reader = _Reader(path.parent, os.environ if environ is None else environ)
+    reader = TableReader(
+        path.parent, os.environ if environ is None else environ, refused={"password": _NO_PASSWORD}
+    )
     config = _config(reader, document, path)
     _check_accounts(reader, config.accounts if config else ())
     if reader.problems or config is None:
@@ -227,119 +228,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML: {error}", key=str(path)) from None
 
 
-class _Reader:
-    """Typed reads from TOML tables; every problem is collected with its key path."""
-
-    def __init__(self, base: Path, environ: Mapping[str, str]) -> None:
-        self.base = base
-        self.environ = environ
-        self.problems: list[str] = []
-
-    def fail(self, key: str, message: str) -> None:
-        self.problems.append(f"{key}: {message}")
-
-    def keys(self, table: Mapping[str, Any], prefix: str, known: frozenset[str]) -> None:
-        for key in table:
-            if key == "password":
-                self.fail(_join(prefix, key), _NO_PASSWORD)
-            elif key not in known:
-                self.fail(_join(prefix, key), f"unknown key (known: {', '.join(sorted(known))})")
-
-    def raw(self, table: Mapping[str, Any], prefix: str, key: str, default: object) -> object:
-        if key in table:
-            return table[key]
-        if default is _REQUIRED:
-            self.fail(_join(prefix, key), "missing (required)")
-        return default
-
-    def text(
-        self,
-        table: Mapping[str, Any],
-        prefix: str,
-        key: str,
-        default: object = _REQUIRED,
-        *,
-        pattern: re.Pattern[str] | None = None,
-        what: str = "a non-empty string",
-    ) -> str:
-        value = self.raw(table, prefix, key, default)
-        if value is _REQUIRED:
-            return ""
-        if not isinstance(value, str) or (pattern and not pattern.fullmatch(value)) or not value:
-            self.fail(_join(prefix, key), f"expected {what}, found {value!r}")
-            return ""
-        return value
-
-    def choice(
-        self, table: Mapping[str, Any], prefix: str, key: str, default: str, choices: Sequence[str]
-    ) -> str:
-        value = self.raw(table, prefix, key, default)
-        if value not in choices:
-            expected = " or ".join(f'"{choice}"' for choice in choices)
-            self.fail(_join(prefix, key), f"expected {expected}, found {value!r}")
-            return default
-        return str(value)
-
-    def integer(
-        self, table: Mapping[str, Any], prefix: str, key: str, default: int, low: int, high: int
-    ) -> int:
-        value = self.raw(table, prefix, key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            self.fail(
-                _join(prefix, key), f"expected an integer from {low} to {high}, found {value!r}"
-            )
-            return default
-        return value
-
-    def seconds(
-        self, table: Mapping[str, Any], prefix: str, key: str, default: float, *, zero: bool = False
-    ) -> float:
-        value = self.raw(table, prefix, key, default)
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if not ok or not (value >= 0 if zero else value > 0) or value > _MAX_SECONDS:  # type: ignore[operator]
-            bound = "0 or more" if zero else "more than 0"
-            self.fail(_join(prefix, key), f"expected a number of seconds, {bound}, found {value!r}")
-            return default
-        return float(value)  # type: ignore[arg-type]
-
-    def flag(self, table: Mapping[str, Any], prefix: str, key: str, default: bool) -> bool:
-        value = self.raw(table, prefix, key, default)
-        if not isinstance(value, bool):
-            self.fail(_join(prefix, key), f"expected true or false, found {value!r}")
-            return default
-        return value
-
-    def path(
-        self, table: Mapping[str, Any], prefix: str, key: str, default: object = _REQUIRED
-    ) -> Path:
-        value = self.text(table, prefix, key, default, what="a path")
-        return self.base / value if value else Path()
-
-    def optional_file(self, table: Mapping[str, Any], prefix: str, key: str) -> Path | None:
-        value = self.raw(table, prefix, key, "")
-        if value == "":
-            return None
-        if not isinstance(value, str):
-            self.fail(_join(prefix, key), f'expected a path or "", found {value!r}')
-            return None
-        path = self.base / value
-        if not path.is_file():
-            self.fail(_join(prefix, key), f"{path} does not exist or is not a file")
-        return path
-
-
-def _join(prefix: str, key: str) -> str:
-    return f"{prefix}.{key}" if prefix else key
-
-
-def _table(reader: _Reader, value: object, key: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        reader.fail(key, "expected a table")
-        return {}
-    return value
-
-
-def _config(reader: _Reader, document: Mapping[str, Any], path: Path) -> Config | None:
+def _config(reader: TableReader, document: Mapping[str, Any], path: Path) -> Config | None:
     reader.keys(document, "", _TOP_KEYS)
     store_path = reader.path(document, "", "store_path", DEFAULT_STORE_PATH)
     schema_dir = reader.path(document, "", "schema_dir", DEFAULT_SCHEMA_DIR)
@@ -352,7 +241,7 @@ def _config(reader: _Reader, document: Mapping[str, Any], path: Path) -> Config 
         reader.fail("accounts", "expected at least one [[accounts]] table")
         return None
     accounts = tuple(
-        _account(reader, _table(reader, raw, f"accounts[{index}]"), f"accounts[{index}]")
+        _account(reader, reader.table(raw, f"accounts[{index}]"), f"accounts[{index}]")
         for index, raw in enumerate(raw_accounts)
     )
     return Config(
@@ -365,7 +254,7 @@ def _config(reader: _Reader, document: Mapping[str, Any], path: Path) -> Config 
     )
 
 
-def _account(reader: _Reader, table: Mapping[str, Any], prefix: str) -> Account:
+def _account(reader: TableReader, table: Mapping[str, Any], prefix: str) -> Account:
     reader.keys(table, prefix, _ACCOUNT_KEYS)
     address = reader.text(table, prefix, "address", pattern=_ADDRESS, what="a mail address")
     return Account(
@@ -374,10 +263,10 @@ def _account(reader: _Reader, table: Mapping[str, Any], prefix: str) -> Account:
         outbox=reader.path(table, prefix, "outbox"),
         inbox=reader.path(table, prefix, "inbox"),
         smtp=_smtp(
-            reader, _table(reader, table.get("smtp"), f"{prefix}.smtp"), f"{prefix}.smtp", address
+            reader, reader.table(table.get("smtp"), f"{prefix}.smtp"), f"{prefix}.smtp", address
         ),
         imap=_imap(
-            reader, _table(reader, table.get("imap"), f"{prefix}.imap"), f"{prefix}.imap", address
+            reader, reader.table(table.get("imap"), f"{prefix}.imap"), f"{prefix}.imap", address
         ),
         sdi_address=reader.text(
             table,
@@ -394,7 +283,11 @@ def _account(reader: _Reader, table: Mapping[str, Any], prefix: str) -> Account:
 
 
 def _server(
-    reader: _Reader, table: Mapping[str, Any], prefix: str, address: str, ports: Mapping[str, int]
+    reader: TableReader,
+    table: Mapping[str, Any],
+    prefix: str,
+    address: str,
+    ports: Mapping[str, int],
 ) -> dict[str, Any]:
     """The keys SMTP and IMAP share."""
     security = reader.choice(table, prefix, "security", "tls", list(ports))
@@ -409,7 +302,7 @@ def _server(
     }
 
 
-def _smtp(reader: _Reader, table: Mapping[str, Any], prefix: str, address: str) -> SmtpConfig:
+def _smtp(reader: TableReader, table: Mapping[str, Any], prefix: str, address: str) -> SmtpConfig:
     reader.keys(table, prefix, _SMTP_KEYS)
     return SmtpConfig(
         **_server(reader, table, prefix, address, {"tls": 465, "starttls": 587}),
@@ -418,7 +311,7 @@ def _smtp(reader: _Reader, table: Mapping[str, Any], prefix: str, address: str) 
     )
 
 
-def _imap(reader: _Reader, table: Mapping[str, Any], prefix: str, address: str) -> ImapConfig:
+def _imap(reader: TableReader, table: Mapping[str, Any], prefix: str, address: str) -> ImapConfig:
     reader.keys(table, prefix, _IMAP_KEYS)
     folder = reader.text(table, prefix, "folder", "INBOX", what="a mailbox folder name")
     move_to = reader.raw(table, prefix, "move_to", "")
@@ -437,7 +330,7 @@ def _imap(reader: _Reader, table: Mapping[str, Any], prefix: str, address: str) 
     )
 
 
-def _password(reader: _Reader, table: Mapping[str, Any], prefix: str) -> Secret:
+def _password(reader: TableReader, table: Mapping[str, Any], prefix: str) -> Secret:
     has_file, has_credential = "password_file" in table, "password_credential" in table
     if has_file == has_credential:
         reader.fail(f"{prefix}.password_file", _ONE_PASSWORD_SOURCE)
@@ -460,7 +353,7 @@ def _password(reader: _Reader, table: Mapping[str, Any], prefix: str) -> Secret:
     return _read_secret(reader, Path(directory) / name, f"{prefix}.password_credential")
 
 
-def _read_secret(reader: _Reader, path: Path, key: str) -> Secret:
+def _read_secret(reader: TableReader, path: Path, key: str) -> Secret:
     if path == Path():
         return Secret("")
     try:
@@ -476,7 +369,7 @@ def _read_secret(reader: _Reader, path: Path, key: str) -> Secret:
     return Secret(value)
 
 
-def _check_accounts(reader: _Reader, accounts: Sequence[Account]) -> None:
+def _check_accounts(reader: TableReader, accounts: Sequence[Account]) -> None:
     """Names unique; every outbox and inbox folder distinct from all others and not nested."""
     seen: dict[str, int] = {}
     for index, account in enumerate(accounts):
