@@ -1,0 +1,201 @@
+"""The store's SQLite file: connection, pragmas, transactions, the schema and its migrations.
+
+Owns what every part of the store shares: one connection (WAL) per store, ``atomic()`` transactions
+that nest as savepoints, the append-only ``MIGRATIONS``, and the value rules (times, Message-IDs).
+The records themselves live in store.py (outgoing) and store_inbound.py (what the mailbox brought).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from pecgateway.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_SDI_ADDRESS",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Database",
+    "When",
+    "iso",
+    "message_key",
+    "row_id",
+]
+
+When = datetime | str  # an aware datetime, or an ISO 8601 string already formatted
+DEFAULT_SDI_ADDRESS = "sdi01@pec.fatturapa.it"
+
+# Ordered schema migrations: MIGRATIONS[n] takes the schema from version n to n + 1. Append only.
+MIGRATIONS: Sequence[str] = (
+    """
+    CREATE TABLE outgoing (
+        id INTEGER PRIMARY KEY, account TEXT NOT NULL, file_name TEXT NOT NULL,
+        file_key TEXT NOT NULL, sha256 TEXT NOT NULL, format TEXT, flow TEXT, state TEXT NOT NULL,
+        message_id TEXT, identificativo_sdi TEXT, sdi_address TEXT,
+        smtp_attempts INTEGER NOT NULL DEFAULT 0, sending_since TEXT, delivered_at TEXT,
+        created TEXT NOT NULL, updated TEXT NOT NULL);
+    CREATE INDEX outgoing_file ON outgoing (account, file_key);
+    CREATE INDEX outgoing_sha256 ON outgoing (account, sha256);
+    CREATE INDEX outgoing_state ON outgoing (account, state);
+    CREATE UNIQUE INDEX outgoing_message_id ON outgoing (message_id) WHERE message_id IS NOT NULL;
+    CREATE TABLE outgoing_event (
+        id INTEGER PRIMARY KEY, outgoing_id INTEGER NOT NULL REFERENCES outgoing (id),
+        at TEXT NOT NULL, event TEXT NOT NULL, detail TEXT NOT NULL, source TEXT NOT NULL,
+        state TEXT NOT NULL);
+    CREATE INDEX outgoing_event_outgoing ON outgoing_event (outgoing_id);
+    CREATE TABLE processed (
+        account TEXT NOT NULL, folder TEXT NOT NULL, uidvalidity INTEGER NOT NULL,
+        uid INTEGER NOT NULL, message_id TEXT, outcome TEXT NOT NULL, at TEXT NOT NULL,
+        PRIMARY KEY (account, folder, uidvalidity, uid));
+    CREATE INDEX processed_message_id ON processed (account, message_id);
+    """,
+    """
+    CREATE INDEX outgoing_identificativo_sdi ON outgoing (account, identificativo_sdi);
+    CREATE TABLE sdi_address (
+        id INTEGER PRIMARY KEY, account TEXT NOT NULL, address TEXT NOT NULL, at TEXT NOT NULL,
+        source TEXT NOT NULL);
+    CREATE TABLE incoming (
+        id INTEGER PRIMARY KEY, account TEXT NOT NULL, file_name TEXT NOT NULL,
+        sha256 TEXT NOT NULL, identificativo_sdi TEXT, received TEXT NOT NULL,
+        source TEXT NOT NULL);
+    CREATE INDEX incoming_sha256 ON incoming (account, sha256);
+    CREATE TABLE notification (
+        id INTEGER PRIMARY KEY, account TEXT NOT NULL, kind TEXT NOT NULL, file_name TEXT,
+        identificativo_sdi TEXT, message_id TEXT, outgoing_id INTEGER REFERENCES outgoing (id),
+        received TEXT NOT NULL, source TEXT NOT NULL, detail TEXT NOT NULL);
+    CREATE INDEX notification_outgoing ON notification (outgoing_id);
+    CREATE TABLE quarantine (
+        id INTEGER PRIMARY KEY, account TEXT NOT NULL, what TEXT NOT NULL, reason TEXT NOT NULL,
+        path TEXT NOT NULL, at TEXT NOT NULL);
+    CREATE TABLE written_path (
+        id INTEGER PRIMARY KEY, item TEXT NOT NULL, item_id INTEGER NOT NULL, path TEXT NOT NULL,
+        at TEXT NOT NULL);
+    CREATE INDEX written_path_item ON written_path (item, item_id);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = FULL",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA busy_timeout = 10000",
+)
+
+
+class Database:
+    """One SQLite connection, migrated on open; also a context manager.
+
+    For the thread that created it (the event loop's); not thread-safe.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._depth = 0
+        for pragma in _PRAGMAS:
+            self._db.execute(pragma)
+        self._migrate()
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Everything written inside the block commits together, or not at all.
+
+        Nests: an inner block is a savepoint (its failure undoes only its own writes when the
+        caller catches the error); the outermost block is the transaction.
+        """
+        with self._transaction():
+            yield
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        begin, commit, undo = (
+            ("BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",))
+            if self._depth == 0
+            else ("SAVEPOINT nested", "RELEASE nested", ("ROLLBACK TO nested", "RELEASE nested"))
+        )
+        self._db.execute(begin)
+        self._depth += 1
+        try:
+            yield self._db
+        except BaseException:
+            self._depth -= 1
+            for statement in undo:
+                self._db.execute(statement)
+            raise
+        self._depth -= 1
+        self._db.execute(commit)
+
+    def _insert(self, sql: str, parameters: Sequence[object]) -> int:
+        with self._transaction() as db:
+            return row_id(db.execute(sql, tuple(parameters)))
+
+    def _migrate(self) -> None:
+        with self._transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = db.execute("SELECT version FROM schema_version").fetchone()
+            if row is None:
+                db.execute("INSERT INTO schema_version (version) VALUES (0)")
+        for version in range(self.schema_version, len(MIGRATIONS)):
+            with self._transaction() as db:
+                for statement in _statements(MIGRATIONS[version]):
+                    db.execute(statement)
+                db.execute("UPDATE schema_version SET version = ?", (version + 1,))
+        if self.schema_version > len(MIGRATIONS):
+            raise ConfigError(
+                f"{self.path} has schema version {self.schema_version}, newer than this "
+                f"pecgateway knows ({len(MIGRATIONS)}): upgrade pecgateway",
+                key="store_path",
+            )
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the open file."""
+        row = self._db.execute("SELECT version FROM schema_version").fetchone()
+        return int(row[0])
+
+
+def _statements(script: str) -> list[str]:
+    return [statement.strip() for statement in script.split(";") if statement.strip()]
+
+
+def iso(when: When) -> str:
+    """A time as stored: ISO 8601 to the second; naive datetimes are refused (ValueError)."""
+    if isinstance(when, str):
+        return when
+    if when.tzinfo is None:
+        raise ValueError(f"{when!r}: times stored must carry a time zone")
+    return when.isoformat(timespec="seconds")
+
+
+def message_key(message_id: str) -> str:
+    """``<Local@Domain.IT>`` -> ``<Local@domain.it>`` (as ``pec.normalize_message_id`` does)."""
+    inner = "".join(message_id.split()).strip("<>")
+    local, at, domain = inner.rpartition("@")
+    return f"<{local}@{domain.lower()}>" if at else f"<{inner}>"
+
+
+def row_id(cursor: sqlite3.Cursor) -> int:
+    """The id of the row an INSERT just wrote."""
+    if cursor.lastrowid is None:  # pragma: no cover - sqlite always sets it after an INSERT
+        raise RuntimeError("sqlite gave no row id")
+    return cursor.lastrowid
