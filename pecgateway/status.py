@@ -61,16 +61,42 @@ def render_text(doc: dict[str, Any]) -> str:
 
 
 def _text(item: dict[str, Any]) -> str:
-    outgoing = item.get("outgoing", [])
+    outgoing: list[dict[str, Any]] = item.get("outgoing", [])
     states = Counter(str(entry.get("state")) for entry in outgoing)
     lines = [f"SDI address: {item.get('sdi_address')}"]
     summary = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
     lines.append(f"outgoing: {len(outgoing)}" + (f" ({summary})" if summary else ""))
-    for entry in outgoing[-10:]:
-        lines.append(
-            f"  {entry.get('file')}: {entry.get('state')} (updated {entry.get('updated')})"
-        )
-    lines.append(f"incoming: {len(item.get('incoming', []))}")
-    lines.append(f"quarantined: {len(item.get('quarantined', []))}")
+    for entry in outgoing[-_SHOWN:]:
+        lines += _outgoing_lines(entry)
+    incoming: list[dict[str, Any]] = item.get("incoming", [])
+    lines.append(f"incoming: {len(incoming)}")
+    lines += [f"  {e.get('file')} (received {e.get('received')})" for e in incoming[-_SHOWN:]]
+    quarantined: list[dict[str, Any]] = item.get("quarantined", [])
+    lines.append(f"quarantined: {len(quarantined)}")
+    for entry in quarantined[-_SHOWN:]:
+        lines.append(f"  {entry.get('what')}: {entry.get('reason')}")
+        lines.append(f"    kept at {entry.get('path')}")
     lines += [f"WARNING: {warning}" for warning in item.get("warnings", [])]
+    if len(outgoing) > _SHOWN or len(incoming) > _SHOWN or len(quarantined) > _SHOWN:
+        lines.append(f"(the last {_SHOWN} of each are shown; --json lists everything)")
     return "\n".join(lines)
+
+
+_SHOWN = 20
+
+
+def _outgoing_lines(entry: dict[str, Any]) -> list[str]:
+    sdi_id = entry.get("identificativo_sdi")
+    head = f"  {entry.get('file')}: {entry.get('state')}"
+    head += f", IdentificativoSdI {sdi_id}" if sdi_id else ""
+    lines = [head + f" (updated {entry.get('updated')})"]
+    if entry.get("meaning"):
+        lines.append(f"    {entry['meaning']}")
+    if entry.get("state") in _EXPLAINED_BY_LAST_EVENT:
+        events: list[dict[str, Any]] = entry.get("events", [])
+        if events and events[-1].get("detail"):
+            lines.append(f"    {events[-1]['event']}: {events[-1]['detail']}")
+    return lines
+
+
+_EXPLAINED_BY_LAST_EVENT = {"rejected", "sdi-rejected", "not-accepted", "pec-error", "pa-refused"}

@@ -82,3 +82,29 @@ def test_render_text_summarises_states_and_warnings(tmp_path: Path) -> None:
     assert "[alpha]" in text
     assert "outgoing: 1 (1 sent)" in text
     assert "SDI address: sdi01@pec.fatturapa.it" in text
+
+
+def test_render_text_explains_each_state_and_shows_quarantine_reasons() -> None:
+    doc = {
+        "sdi_address": "sdi07@pec.fatturapa.it",
+        "outgoing": [
+            {
+                "file": "IT01234567890_00009.xml",
+                "state": "sdi-rejected",
+                "identificativo_sdi": "123",
+                "updated": "2026-12-01T10:00:00+00:00",
+                "meaning": "not issued: fix it and send it again",
+                "events": [{"event": "NS", "detail": "error 00404: Fattura duplicata"}],
+            }
+        ],
+        "incoming": [{"file": "IT09876543210_abc12.xml.p7m", "received": "2026-12-01"}],
+        "quarantined": [{"what": "imap uid 7", "reason": "plain e-mail", "path": "/q/7.eml"}],
+        "warnings": [],
+    }
+    text = status.render_text(doc)
+    assert "IT01234567890_00009.xml: sdi-rejected, IdentificativoSdI 123" in text
+    assert "not issued: fix it and send it again" in text
+    assert "NS: error 00404: Fattura duplicata" in text
+    assert "IT09876543210_abc12.xml.p7m (received 2026-12-01)" in text
+    assert "imap uid 7: plain e-mail" in text
+    assert "kept at /q/7.eml" in text
