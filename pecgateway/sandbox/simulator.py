@@ -1,8 +1,8 @@
 """The sandbox's SDI: what SDI answers to a file received over PEC, and how it delivers invoices.
 
-Owns SDI's decisions (address assignment, the file checks, the outcome per flow) and its memory
-(assigned addresses, used names, accepted invoices, counters), persisted as JSON when asked. Returns
-SDI's inner messages with their delays; the PEC envelope, the timing and the mailbox belong to others.
+Owns SDI's decisions (address assignment, the outcome per flow; the file checks are ``checks``) and
+keeps its memory (``sdimemory``: addresses, used names, accepted invoices, counters). Returns SDI's
+inner messages with their delays; the PEC envelope, the timing and the mailbox belong to others.
 
 Outcome rules for a file that passes the checks (the README quotes this table):
 
@@ -16,20 +16,15 @@ Outcome rules for a file that passes the checks (the README quotes this table):
 | PA   | ending in X                             | RC, then DT (no answer) after dt_delay_s        |
 | PA   | anything else                           | RC, then NE EC01 (accepted), pa_outcome_delay_s |
 
-Checks in order, first failure wins (one NS per file): 00001 invalid name; 00002 name already used
-(same stem, any case or extension); 00003 over 5 MB; 00106 empty file; 00102 a ``.p7m`` that is not
-a readable CAdES envelope; 00200 not well formed, not an invoice or not schema-valid; 00427
-CodiceDestinatario length wrong for the format; 00404 same seller, year, number and type as an
-accepted invoice (an EC02 refusal frees them again).
+The file checks (00001 ... 00404, one NS per file, first failure wins) are ``checks``; an EC02
+refusal frees the invoice's seller, year, number and type for 00404 again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage, Message
 from email.utils import parseaddr
@@ -38,10 +33,10 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from pecgateway import filename, invoice, p7m, safexml, validate
-from pecgateway.errors import ConfigError, MalformedMessage
+from pecgateway import filename, invoice, p7m
+from pecgateway.errors import MalformedMessage
+from pecgateway.sandbox import checks, sdimail, sdimemory
 from pecgateway.sandbox import notification as nt
-from pecgateway.sandbox import sdimail
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -53,16 +48,6 @@ __all__ = ["FIRST_ADDRESS", "SDI_DOMAIN", "Outgoing", "SdiSimulator", "Simulator
 SDI_DOMAIN = sdimail.SDI_DOMAIN
 FIRST_ADDRESS = f"sdi01@{SDI_DOMAIN}"
 _MC_B2B = "La fattura e' a disposizione del cessionario/committente nella sua area riservata."
-_ERRORS = {
-    "00001": ("Nome file non valido", "Usare <IdPaese><IdCodice>_<progressivo>.xml[.p7m]"),
-    "00002": ("Nome file duplicato", "Usare un progressivo mai usato prima"),
-    "00003": ("Le dimensioni del file superano quelle ammesse (5 MB)", "Ridurre il file"),
-    "00106": ("File vuoto o corrotto", "Inviare di nuovo il file"),
-    "00102": ("File non integro (firma non valida)", "Firmare di nuovo il file (CAdES-BES)"),
-    "00200": ("File non conforme al formato", "Correggere il file e inviarlo con un nuovo nome"),
-    "00427": ("CodiceDestinatario di lunghezza non coerente con FormatoTrasmissione", ""),
-    "00404": ("Fattura duplicata", "La fattura risulta gia' trasmessa e non scartata"),
-}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -88,37 +73,6 @@ class SimulatorConfig:
 
 
 @dataclass(slots=True)
-class _State:
-    assigned: dict[str, str]
-    used_names: set[str]
-    accepted: set[tuple[str, ...]]
-    last_identificativo_sdi: int = 10_000_000
-    last_message_id: int = 50_000_000
-    announced: dict[str, str] = field(default_factory=dict)  # sender -> when it got its address
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "assigned": self.assigned,
-            "used_names": sorted(self.used_names),
-            "accepted": sorted(list(key) for key in self.accepted),
-            "last_identificativo_sdi": self.last_identificativo_sdi,
-            "last_message_id": self.last_message_id,
-            "announced": self.announced,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> _State:
-        return cls(
-            dict(data.get("assigned", {})),
-            set(data.get("used_names", [])),
-            {tuple(key) for key in data.get("accepted", [])},
-            int(data.get("last_identificativo_sdi", 10_000_000)),
-            int(data.get("last_message_id", 50_000_000)),
-            dict(data.get("announced", {})),
-        )
-
-
-@dataclass(slots=True)
 class _File:
     """One received file and what SDI knows of it while answering."""
 
@@ -133,16 +87,6 @@ class _File:
     facts: invoice.Invoice | None = None
 
 
-def _load(path: Path) -> _State:
-    try:
-        return _State.from_json(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
-        raise ConfigError(
-            f"the SDI simulator's memory cannot be read ({exc}); delete the file to start afresh",
-            key=str(path),
-        ) from exc
-
-
 def _address(value: str) -> str:
     return parseaddr(value)[1].strip().lower()
 
@@ -151,11 +95,6 @@ def _candidate_address(sender: str) -> str:
     """sdi02 ... sdi99, stable for a sender (a hash, so every sandbox agrees)."""
     number = 2 + int(hashlib.sha256(sender.encode()).hexdigest(), 16) % 98
     return f"sdi{number:02d}@{SDI_DOMAIN}"
-
-
-def _errore(codice: str, detail: str | None = None) -> nt.Errore:
-    descrizione, suggerimento = _ERRORS[codice]
-    return nt.Errore(codice, f"{descrizione}: {detail}" if detail else descrizione, suggerimento)
 
 
 def _attachments(message: Message) -> list[tuple[str, bytes]]:
@@ -167,14 +106,6 @@ def _attachments(message: Message) -> list[tuple[str, bytes]]:
         payload = part.get_payload(decode=True)
         found.append((name, payload if isinstance(payload, bytes) else b""))
     return found
-
-
-def _keys(facts: invoice.Invoice) -> set[tuple[str, ...]]:
-    seller = facts.seller.vat or facts.seller.codice_fiscale or ""
-    return {
-        (seller, (doc.data or "")[:4], doc.numero or "", doc.tipo_documento or "")
-        for doc in facts.documents
-    }
 
 
 class SdiSimulator:
@@ -194,18 +125,15 @@ class SdiSimulator:
         self._config = config
         self._log: Any = log if log is not None else structlog.get_logger("sdi")
         self._state_path = state_path
-        self._state = _State({}, set(), set())
+        self._state = sdimemory.Memory({}, set(), set())
         if state_path is not None and state_path.exists():
-            self._state = _load(state_path)
+            self._state = sdimemory.load(state_path)
 
     # ---- memory --------------------------------------------------------------------------------
 
     def _save(self) -> None:
-        if self._state_path is None:
-            return
-        temporary = self._state_path.with_name(self._state_path.name + ".tmp")
-        temporary.write_text(json.dumps(self._state.to_json(), indent=1), encoding="utf-8")
-        temporary.replace(self._state_path)
+        if self._state_path is not None:
+            sdimemory.save(self._state, self._state_path)
 
     def _next_identificativo(self) -> str:
         self._state.last_identificativo_sdi += 1
@@ -296,85 +224,24 @@ class SdiSimulator:
             xml = nt.build_ns(self._header(file, 0.0), flow=flow, errori=[problem])
             return [self._notify(file, "NS", xml, self._config.answer_delay_s)]
         assert file.facts is not None
-        self._state.accepted |= _keys(file.facts)
+        self._state.accepted |= checks.invoice_keys(file.facts)
         if file.facts.flow == "PA":
             return self._answer_pa(file, file.facts)
         return self._answer_b2b(file, file.facts)
 
-    # ---- checks --------------------------------------------------------------------------------
-
     def _check(self, file: _File) -> nt.Errore | None:
-        checks: list[Callable[[_File], nt.Errore | None]] = [
-            self._check_name,
-            self._check_size,
-            self._check_content,
-            self._check_codice,
-            self._check_duplicate,
-        ]
-        for check in checks:
-            problem = check(file)
-            if problem is not None:
-                return problem
-        return None
-
-    def _check_name(self, file: _File) -> nt.Errore | None:
-        if filename.parse_invoice_name(file.name, strict=True) is None:
-            return _errore("00001", file.name)
-        key = filename.invoice_stem(file.name).lower()
-        if key in self._state.used_names:
-            return _errore("00002", file.name)
-        self._state.used_names.add(key)
-        return None
-
-    def _check_size(self, file: _File) -> nt.Errore | None:
-        if len(file.data) > self._config.max_file_bytes:
-            return _errore("00003", f"{len(file.data)} byte")
-        return _errore("00106") if not file.data.strip() else None
-
-    def _check_content(self, file: _File) -> nt.Errore | None:
-        payload = file.data
-        if file.name.lower().endswith((".p7m", ".pk7")):
-            try:
-                unwrapped = p7m.unwrap(file.data)
-            except MalformedMessage as exc:
-                return _errore("00102", exc.reason)
-            if not unwrapped.signed:
-                return _errore("00102", "il file .p7m non contiene una busta CAdES")
-            payload = unwrapped.payload
-        try:
-            safexml.parse(payload)  # SDI is strict: no recovery, whatever invoice.parse tolerates
-            file.facts = invoice.parse(payload)
-        except MalformedMessage as exc:
-            return _errore("00200", exc.reason)
-        return self._check_schema(file, payload)
-
-    def _check_schema(self, file: _File, payload: bytes) -> nt.Errore | None:
-        if self._schemas is None:
-            return None
-        problems = validate.check(payload, file.stem + ".xml", self._schemas)
-        if not problems:
-            return None
-        first = problems[0]
-        where = f" (riga {first.line})" if first.line else ""
-        codice = "00001" if first.code.startswith("file-name") else "00200"
-        return _errore(codice, f"{first.message}{where}")
-
-    def _check_codice(self, file: _File) -> nt.Errore | None:
-        facts = file.facts
-        assert facts is not None
-        codice = facts.codice_destinatario or ""
-        wanted = 6 if facts.format == "FPA12" else 7
-        if facts.format in ("FPA12", "FPR12") and len(codice) != wanted:
-            return _errore("00427", f"{codice!r} per {facts.format}: attesi {wanted} caratteri")
-        return None
-
-    def _check_duplicate(self, file: _File) -> nt.Errore | None:
-        assert file.facts is not None
-        clash = _keys(file.facts) & self._state.accepted
-        if clash:
-            seller, anno, numero, tipo = min(clash)
-            return _errore("00404", f"{tipo} numero {numero} del {anno} di {seller}")
-        return None
+        """The first failed check (see checks); the invoice read on the way goes to ``file.facts``."""
+        verdict = checks.check(
+            file.name,
+            file.data,
+            stem=file.stem,
+            used_names=self._state.used_names,
+            accepted=self._state.accepted,
+            schemas=self._schemas,
+            max_file_bytes=self._config.max_file_bytes,
+        )
+        file.facts = verdict.facts
+        return verdict.problem
 
     # ---- outcomes ------------------------------------------------------------------------------
 
@@ -407,7 +274,7 @@ class SdiSimulator:
             return [*answers, self._notify(file, "DT", xml, at)]
         esito = "EC02" if codice.endswith("R") else "EC01"
         if esito == "EC02":
-            self._state.accepted -= _keys(facts)
+            self._state.accepted -= checks.invoice_keys(facts)
         at = delay + config.pa_outcome_delay_s
         self._log.info("sdi_outcome", file=file.name, esito=esito, after_s=at)
         xml = nt.build_ne(self._header(file, at), esito=esito, **self._riferimento(facts))
