@@ -27,17 +27,12 @@ from pecgateway.sandbox.ca import SandboxCA
 
 __all__ = ["main"]
 
-_SETTLED = {
-    "rejected",
-    "sdi-rejected",
-    "sdi-delivered",
-    "sdi-not-delivered",
-    "pa-accepted",
-    "pa-refused",
-    "pa-expired",
-    "attested",
-    "not-accepted",
-    "pec-error",
+# What each demo file ends as: SDI's simulator answers the PA invoice with RC, then NE EC01.
+_EXPECTED = {
+    "IT01234567890_00001.xml": "sdi-delivered",
+    "IT01234567890_00002.xml": "pa-accepted",
+    "IT01234567890_00003.xml": "sdi-rejected",
+    "IT01234567890_00004.xml": "rejected",
 }
 
 
@@ -124,18 +119,22 @@ def _status(config: Path) -> dict[str, object]:
     return result
 
 
-def _wait_until_settled(config: Path, expected_files: int, timeout_s: float) -> None:
+def _wait_until_settled(config: Path, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
+    seen: dict[str, str] = {}
     while time.monotonic() < deadline:
         status = _status(config)
         outgoing = status.get("outgoing")
         incoming = status.get("incoming")
         if not isinstance(outgoing, list) or not isinstance(incoming, list):
             raise SystemExit(f"pecgateway status printed an unexpected object: {status}")
-        states = [item["state"] for item in outgoing]
-        if len(states) >= expected_files and all(s in _SETTLED for s in states) and incoming:
+        for item in outgoing:
+            if seen.get(item["file"]) != item["state"]:
+                seen[item["file"]] = item["state"]
+                print(f"  {item['file']}: {item['state']}", flush=True)
+        if incoming and all(seen.get(name) == state for name, state in _EXPECTED.items()):
             return
-        time.sleep(1.0)
+        time.sleep(0.5)
     print("(some invoices are still on their way; the status below is a snapshot)")
 
 
@@ -163,7 +162,8 @@ def _run(args: argparse.Namespace) -> int:
         service = _pecgateway("run", "--config", str(config))
         with _child("the gateway", service, demo / "gateway.log", None):
             _drop_and_deliver(demo, config)
-            _wait_until_settled(config, expected_files=4, timeout_s=args.timeout)
+            _say("Watching the invoices' states change (pecgateway status --json)")
+            _wait_until_settled(config, timeout_s=args.timeout)
             _report(demo, config)
             if args.linger:
                 _linger(demo, config)
