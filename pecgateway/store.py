@@ -313,8 +313,9 @@ class Store(InboundRecords):
     ) -> dict[str, object]:
         """Exactly the ``status --json`` object of contracts.md section 2 for ``account``.
 
-        Extra fields: outgoing ``flow``, ``sha256``, ``created``, ``meaning``, ``paths``, events'
-        ``source`` and ``state``; top-level ``sdi_address_history`` and ``orphans``.
+        Extra fields: outgoing ``flow``, ``sha256``, ``created``, ``meaning``, ``paths`` (the sent
+        copy and every receipt and notification filed for it), events' ``source`` and ``state``;
+        top-level ``sdi_address_history`` and ``orphans``.
         """
         return {
             "sdi_address": self.sdi_address(account, default_sdi_address),
@@ -352,8 +353,15 @@ class Store(InboundRecords):
             "sha256": item.sha256,
             "created": item.created,
             "meaning": lifecycle.describe(item.state, item.flow or "B2B"),
-            "paths": list(self.paths(Item.OUTGOING, item.id)),
+            "paths": [*self.paths(Item.OUTGOING, item.id), *self._notification_paths(item.id)],
         }
+
+    def _notification_paths(self, outgoing_id: int) -> list[str]:
+        """The files written for the receipts and SDI notifications about one outgoing invoice."""
+        rows = self._db.execute(
+            "SELECT id FROM notification WHERE outgoing_id = ? ORDER BY id", (outgoing_id,)
+        ).fetchall()
+        return [path for row in rows for path in self.paths(Item.NOTIFICATION, row[0])]
 
 
 def _file_key(file_name: str) -> str:

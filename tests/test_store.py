@@ -363,6 +363,32 @@ def test_snapshot_is_exactly_the_status_json_object(store: Store) -> None:
     }
 
 
+def test_snapshot_lists_the_receipts_and_notifications_filed_for_an_outgoing_invoice(
+    store: Store,
+) -> None:
+    outgoing_id = sent(store)
+    store.record_path(Item.OUTGOING, outgoing_id, "inviate/2026/12/" + NAME, at=at(2))
+    for kind, path in (
+        ("accettazione", "ricevute-pec/2026/12/IT01234567890_00001_accettazione.eml"),
+        ("RC", "notifiche-sdi/2026/12/IT01234567890_00001_RC_001.xml"),
+    ):
+        item = store.record_notification(
+            "main", kind=kind, file_name=NAME, received=at(3), source="x", outgoing_id=outgoing_id
+        )
+        store.record_path(Item.NOTIFICATION, item, path, at=at(3))
+    orphan = store.record_notification(
+        "main", kind="RC", file_name="other.xml", received=at(3), source="y", outgoing_id=None
+    )
+    store.record_path(Item.NOTIFICATION, orphan, "notifiche-sdi/2026/12/other_RC_001.xml", at=T0)
+    snapshot: Any = store.snapshot("main")
+    (outgoing,) = snapshot["outgoing"]
+    assert outgoing["paths"] == [
+        "inviate/2026/12/" + NAME,
+        "ricevute-pec/2026/12/IT01234567890_00001_accettazione.eml",
+        "notifiche-sdi/2026/12/IT01234567890_00001_RC_001.xml",
+    ]
+
+
 def test_snapshot_of_an_account_lists_only_its_own_items(store: Store) -> None:
     sent(store, account="alpha")
     assert store.snapshot("beta") == {
