@@ -226,7 +226,9 @@ def _with_signed_data_fields(der: bytes, edit: Callable[[list[tuple[int, bytes]]
     [(_, signed_data)] = _split(explicit[1])
     fields = _split(signed_data)
     edit(fields)
-    return _definite(0x30, [_tlv(oid), _definite(0xA0, [_definite(0x30, map(_tlv, fields))])])
+    return _definite(
+        0x30, [_tlv(oid), _definite(0xA0, [_definite(0x30, [_tlv(f) for f in fields])])]
+    )
 
 
 def version3_keyid(der: bytes) -> bytes:
