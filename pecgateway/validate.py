@@ -260,7 +260,16 @@ def _check_schema_location(root: etree._Element) -> list[Problem]:
     ]
 
 
-def _check_schema(root: etree._Element, schemas: SchemaSet) -> list[Problem]:
+def _tag_column(lines: list[str], line: int | None, element: object) -> int | None:
+    """1-based column of ``element``'s start tag on ``line`` (lxml only knows the line)."""
+    if line is None or not 1 <= line <= len(lines) or not isinstance(element, etree._Element):
+        return None
+    name = re.escape(safexml.local_name(element))
+    found = re.search(rf"<(?:[\w.-]+:)?{name}(?=[\s/>]|$)", lines[line - 1])
+    return found.start() + 1 if found else None
+
+
+def _check_schema(root: etree._Element, schemas: SchemaSet, text: str) -> list[Problem]:
     versione = root.get("versione") or ""
     try:
         schema = schemas.for_invoice(versione)
@@ -277,11 +286,14 @@ def _check_schema(root: etree._Element, schemas: SchemaSet) -> list[Problem]:
             )
         ]
     problems: list[Problem] = []
+    lines = text.split("\n")
     try:
         for error in schema.iter_errors(cast("Any", root)):
             line = getattr(error, "sourceline", None)
+            column = _tag_column(lines, line, getattr(error, "elem", None))
             reason = error.reason or error.message
-            problems.append(_problem("schema", f"{error.path}: {reason}", _SCHEMA_HINT, line))
+            message = f"{error.path}: {reason}"
+            problems.append(_problem("schema", message, _SCHEMA_HINT, line, column))
             if len(problems) >= MAX_SCHEMA_PROBLEMS:
                 break
     except Exception as exc:  # noqa: BLE001 - check() never raises: the failure becomes a Problem
@@ -291,7 +303,7 @@ def _check_schema(root: etree._Element, schemas: SchemaSet) -> list[Problem]:
     return problems
 
 
-def _check_content(root: etree._Element, schemas: SchemaSet) -> list[Problem]:
+def _check_content(root: etree._Element, schemas: SchemaSet, text: str) -> list[Problem]:
     root_name = safexml.local_name(root)
     if not invoice.is_invoice_root(root_name):
         return [
@@ -305,7 +317,7 @@ def _check_content(root: etree._Element, schemas: SchemaSet) -> list[Problem]:
         *_check_versione(root),
         *_check_codice_destinatario(root),
         *_check_schema_location(root),
-        *_check_schema(root, schemas),
+        *_check_schema(root, schemas, text),
     ]
 
 
@@ -321,6 +333,6 @@ def check(data: bytes, filename: str, schemas: SchemaSet) -> tuple[Problem, ...]
             parse_problems, root = _parse(text.encode("utf-8"))
             problems += parse_problems
     problems += _check_name(filename, None if root is None else _transmitter(root))
-    if root is not None:
-        problems += _check_content(root, schemas)
+    if root is not None and text is not None:
+        problems += _check_content(root, schemas, text)
     return tuple(problems)

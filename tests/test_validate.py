@@ -288,6 +288,15 @@ def test_corpus_schema_verdicts_match_the_manifest(schemas: SchemaSet, row: dict
         assert schema_problems[0].line <= int(line.group(1))
 
 
+def test_schema_problem_points_at_the_elements_line_and_column(schemas: SchemaSet) -> None:
+    data = sample.schema_invalid(numero="8")
+    (problem,) = validate.check(data, NAME, schemas)
+    assert problem.line is not None
+    assert problem.column is not None
+    line = data.decode("utf-8").split("\n")[problem.line - 1]
+    assert line[problem.column - 1 :].startswith("<Numero")
+
+
 def test_demo_invoices_two_valid_one_failing_our_checks(schemas: SchemaSet) -> None:
     assert validate.check(sample.fpr12(numero="7"), NAME, schemas) == ()
     assert validate.check(sample.fpa12(numero="7"), NAME, schemas) == ()
