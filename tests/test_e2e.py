@@ -265,6 +265,7 @@ def test_a_file_failing_our_checks_is_rejected_with_line_and_column_and_never_se
     problems = reason["problems"]
     assert problems
     assert all(p["line"] and p["column"] for p in problems), problems
+    assert all(f"(line {p['line']}, column {p['column']})" in text for p in problems), text
     assert all(p["hint"] for p in problems)
     assert [r for r in sandbox.events("provider_accepted") if name in str(r["subject"])] == []
     assert [r for r in sandbox.events("sdi_received") if name in r["files"]] == []
@@ -518,4 +519,8 @@ def test_status_prints_each_file_and_its_state_readably(
         assert any(entry["file"] in line and entry["state"] in line for line in lines), entry
     for item in document["incoming"]:
         assert any(item["file"] in line for line in lines), item
+    for entry in document["outgoing"]:
+        if entry["state"] in ("rejected", "sdi-rejected", "pa-refused"):
+            last = entry["events"][-1]
+            assert f"{last['event']}: {last['detail']}" in text  # why, not only the state
     assert not text.lstrip().startswith("{")
