@@ -23,6 +23,7 @@ __all__ = ["main"]
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+MAX_INPUT_BYTES = 256 * 1024 * 1024
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -33,10 +34,23 @@ def _fail(message: str, code: int = EXIT_FAILED) -> int:
 
 
 def _read_input(path: Path) -> bytes:
+    """A regular file's bytes, refusing devices, pipes and anything larger than any real input."""
     try:
+        size = path.stat().st_size
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not a regular file; give the path of a file")
+        if size > MAX_INPUT_BYTES:
+            raise FileNotFoundError(
+                f"{path}: {size} bytes is larger than any invoice or PEC message "
+                f"({MAX_INPUT_BYTES} bytes at most); check that this is the right file"
+            )
         return path.read_bytes()
     except OSError as exc:
-        raise FileNotFoundError(f"{path}: cannot read the file ({exc.strerror}); check the path") from exc
+        if isinstance(exc, FileNotFoundError) and exc.strerror is None:
+            raise
+        raise FileNotFoundError(
+            f"{path}: cannot read the file ({exc.strerror}); check the path"
+        ) from exc
 
 
 # ---- inspect / validate / unwrap / schemas -------------------------------------------------------

@@ -97,15 +97,17 @@ def test_unknown_file_exits_1_and_still_prints_the_report(
     assert f"pecgateway: {path}: not an invoice" in err
 
 
-@pytest.mark.parametrize("name", ["missing.xml", "."])
+@pytest.mark.parametrize(
+    ("name", "message"), [("missing.xml", "cannot read the file"), (".", "not a regular file")]
+)
 def test_unreadable_path_exits_1_with_a_message(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, message: str
 ) -> None:
     path = tmp_path / name
     code, out, err = _inspect(capsys, "--json", str(path))
     assert code == 1
     assert out == ""
-    assert f"{path}: cannot read the file" in err
+    assert f"{path}: {message}" in err
 
 
 def test_a_parser_bug_is_reported_without_a_traceback(
@@ -144,3 +146,12 @@ def test_python_dash_m_pecgateway_inspect_runs_as_a_real_process(tmp_path: Path)
     )
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["kind"] == "invoice"
+
+
+def test_inspect_refuses_a_device_instead_of_reading_it_forever(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["inspect", "/dev/zero"]) == 1
+    err = capsys.readouterr().err
+    assert "/dev/zero: not a regular file" in err
+    assert "Traceback" not in err
