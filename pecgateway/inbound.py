@@ -1,21 +1,23 @@
 """One inbound unit of work: a mailbox message, classified, correlated, recorded and filed.
 
 Receipts are correlated by the Message-ID they refer to, SDI notifications by NomeFile then by
-IdentificativoSdI; suppliers' invoices are filed with their MT and inspect facts; anything else goes to
-quarantine. Store first, then the inbox folder; the caller acknowledges (mark processed, UID MOVE).
+IdentificativoSdI; suppliers' invoices are filed with their MT, inspect facts and an HTML rendering;
+anything else goes to quarantine. Store first (effects, dedup key and planned files in one
+transaction; see inbound_files.py), then the inbox folder; the caller acknowledges.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
-from pecgateway import filename, lifecycle, report, sink
+from pecgateway import filename, lifecycle, render, report, sink
 from pecgateway.classify import Kind, Node, classify, walk
-from pecgateway.errors import InvalidTransition
+from pecgateway.errors import InvalidTransition, PecGatewayError
 from pecgateway.filename import NotificationType
+from pecgateway.inbound_files import Plan, json_bytes, write_pending
 from pecgateway.log import get_logger
 from pecgateway.pec import PecMessage
 from pecgateway.store import Item, Outgoing
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
     from pecgateway.sdi import Notification
     from pecgateway.service import Gateway
 
-__all__ = ["Source", "file_message", "quarantine"]
+__all__ = ["Source", "file_message", "is_filed", "quarantine"]
 
 _log = get_logger()
 
@@ -46,25 +48,83 @@ class Source:
         return f"imap-{self.uidvalidity}-{self.uid}.eml"
 
 
+@dataclass(slots=True)
+class _Unit:
+    """One message being handled: its collaborators and the files it plans to write."""
+
+    gw: Gateway
+    account: Account
+    source: Source
+    plan: Plan = field(default_factory=Plan)
+
+    def route(self, kind: sink.Kind, name: str) -> PurePosixPath:
+        return sink.route(kind, name, self.gw.clock(), self.gw.config.inbox_language)
+
+    def shown(self, relpath: PurePosixPath) -> str:
+        """The planned path, for the log line (a clash may add `` (2)`` when written)."""
+        return str(self.account.inbox.joinpath(*relpath.parts))
+
+
 def file_message(gw: Gateway, account: Account, source: Source, raw: bytes) -> str:
-    """Records and files one raw message; returns the outcome (``receipt``, ``quarantined`` ...)."""
+    """Records and files one raw message; returns the outcome (``receipt``, ``quarantined`` ...).
+
+    Idempotent (inbound_files.py): a message already recorded is not recorded again; only the
+    files an interrupted pass left unwritten are written, and its first outcome is returned.
+    """
+    digest = hashlib.sha256(raw).hexdigest()
+    seen = gw.store.find_inbound_message(account.name, digest)
+    if seen is not None:
+        missing = write_pending(gw, account, seen.id, recovering=True)
+        _log.info(
+            "message_already_filed", outcome=seen.outcome, first_seen=seen.source, completed=missing
+        )
+        return seen.outcome
     node = classify(raw, source.eml_name)
+    unit = _Unit(gw, account, source)
+    with gw.store.atomic():
+        outcome = _record(unit, node, raw)
+        inbound_id = _remember(unit, digest, node, outcome)
+    write_pending(gw, account, inbound_id, recovering=False)
+    return outcome
+
+
+def is_filed(gw: Gateway, account: Account, raw: bytes) -> bool:
+    """Whether this raw message's effects are recorded (its files may still be missing)."""
+    digest = hashlib.sha256(raw).hexdigest()
+    return gw.store.find_inbound_message(account.name, digest) is not None
+
+
+def _remember(unit: _Unit, digest: str, node: Node | None, outcome: str) -> int:
+    message_id = node.pec.message_id if node is not None and node.pec is not None else None
+    return unit.gw.store.record_inbound_message(
+        unit.account.name,
+        sha256=digest,
+        message_id=message_id,
+        outcome=outcome,
+        source=str(unit.source),
+        at=unit.gw.clock(),
+        outputs=unit.plan.outputs,
+    )
+
+
+def _record(unit: _Unit, node: Node, raw: bytes) -> str:
+    """The message's effects in the store and its planned files; returns the outcome."""
     message = node.pec
     if message is not None and message.sdi_address:
-        _learn_sdi_address(gw, account, message.sdi_address, source)
+        _learn_sdi_address(unit, message.sdi_address)
     event = lifecycle.event_for_receipt(message.type.value) if message and message.type else None
     if message is not None and event is not None:
-        return _receipt(gw, account, source, node, message, event)
+        return _receipt(unit, node, message, event)
     notifications = [n for n in walk(node) if n.notification and not _is_mt(n.notification)]
     invoices = [n for n in walk(node) if n.kind is Kind.INVOICE and n is not node]
     if notifications:
         for child in notifications:
-            _notification(gw, account, source, child)
+            _notification(unit, child)
         return "notification"
     if invoices:
-        _supplier_invoices(gw, account, source, node, invoices)
+        _supplier_invoices(unit, node, invoices)
         return "invoice"
-    return quarantine(gw, account, source, raw, _why_quarantined(node))
+    return _quarantine(unit, raw, _why_quarantined(node))
 
 
 def _is_mt(notification: Notification) -> bool:
@@ -82,75 +142,70 @@ def _why_quarantined(node: Node) -> str:
     return "not a PEC receipt, SDI notification or invoice (a plain e-mail)"
 
 
-def _learn_sdi_address(gw: Gateway, account: Account, address: str, source: Source) -> None:
-    if gw.store.set_sdi_address(account.name, address, at=gw.clock(), source=str(source)):
-        _log.warning("sdi_address_changed", sdi_address=address.lower(), source=str(source))
+def _learn_sdi_address(unit: _Unit, address: str) -> None:
+    source = str(unit.source)
+    if unit.gw.store.set_sdi_address(unit.account.name, address, at=unit.gw.clock(), source=source):
+        _log.warning("sdi_address_changed", sdi_address=address.lower(), source=source)
 
 
 # ---- PEC receipts ------------------------------------------------------------------------------
 
 
-def _receipt(
-    gw: Gateway,
-    account: Account,
-    source: Source,
-    node: Node,
-    message: PecMessage,
-    event: lifecycle.Event,
-) -> str:
+def _receipt(unit: _Unit, node: Node, message: PecMessage, event: lifecycle.Event) -> str:
+    gw, account = unit.gw, unit.account
     reference = message.riferimento_message_id
     outgoing = gw.store.find_outgoing_by_message_id(reference, account.name) if reference else None
     detail = message.errore_esteso or message.errore or ""
     if outgoing is not None:
-        _advance(gw, outgoing, event, source, detail)
+        _advance(unit, outgoing, event, detail)
     item_id = gw.store.record_notification(
         account.name,
         kind=message.type.value if message.type else "pec",
         file_name=outgoing.file_name if outgoing else None,
         received=gw.clock(),
-        source=str(source),
+        source=str(unit.source),
         outgoing_id=outgoing.id if outgoing else None,
         message_id=reference,
         detail=detail,
     )
-    stem = filename.invoice_stem(outgoing.file_name) if outgoing else f"uid{source.uid}"
+    stem = filename.invoice_stem(outgoing.file_name) if outgoing else f"uid{unit.source.uid}"
     name = f"{stem}_{event.value}.eml"
-    path = sink.write(account.inbox, _route(gw, sink.Kind.PEC_RECEIPT, name), node.data)
-    gw.store.record_path(Item.NOTIFICATION, item_id, str(path), at=gw.clock())
+    relpath = unit.route(sink.Kind.PEC_RECEIPT, name)
+    unit.plan.add(Item.NOTIFICATION, item_id, relpath, node.data)
     if outgoing is None:
         _log.info(
-            "orphan_receipt_recorded", receipt=event.value, refers_to=reference, path=str(path)
+            "orphan_receipt_recorded",
+            receipt=event.value,
+            refers_to=reference,
+            path=unit.shown(relpath),
         )
         return "orphan"
-    _log.info("receipt_recorded", receipt=event.value, file=outgoing.file_name, path=str(path))
+    _log.info(
+        "receipt_recorded", receipt=event.value, file=outgoing.file_name, path=unit.shown(relpath)
+    )
     return "receipt"
 
 
 def _advance(
-    gw: Gateway,
+    unit: _Unit,
     outgoing: Outgoing,
     event: lifecycle.Event,
-    source: Source,
     detail: str,
     identificativo_sdi: str | None = None,
 ) -> None:
+    gw, source = unit.gw, str(unit.source)
     try:
         after = gw.store.transition(
             outgoing.id,
             event,
             at=gw.clock(),
-            source=str(source),
+            source=source,
             detail=detail,
             identificativo_sdi=identificativo_sdi,
         )
     except InvalidTransition as exc:
-        gw.store.note(
-            outgoing.id,
-            event.value,
-            at=gw.clock(),
-            source=str(source),
-            detail=f"ignored: {exc.reason}",
-        )
+        detail = f"ignored: {exc.reason}"
+        gw.store.note(outgoing.id, event.value, at=gw.clock(), source=source, detail=detail)
         _log.warning(
             "event_ignored",
             file=outgoing.file_name,
@@ -168,41 +223,39 @@ def _advance(
         )
 
 
-def _route(gw: Gateway, kind: sink.Kind, name: str) -> PurePosixPath:
-    return sink.route(kind, name, gw.clock(), gw.config.inbox_language)
-
-
 # ---- SDI notifications -------------------------------------------------------------------------
 
 
-def _notification(gw: Gateway, account: Account, source: Source, node: Node) -> None:
+def _notification(unit: _Unit, node: Node) -> None:
+    gw, account = unit.gw, unit.account
     notification = node.notification
     assert notification is not None
-    outgoing = _correlate(gw, account, notification)
+    outgoing = _correlate(unit, notification)
     event = lifecycle.event_for_notification(notification.type.value, notification.esito)
     detail = _describe(notification)
     if outgoing is not None and event is not None:
-        _advance(gw, outgoing, event, source, detail, notification.identificativo_sdi)
+        _advance(unit, outgoing, event, detail, notification.identificativo_sdi)
     item_id = gw.store.record_notification(
         account.name,
         kind=notification.type.value,
         file_name=notification.nome_file,
         received=gw.clock(),
-        source=str(source),
+        source=str(unit.source),
         outgoing_id=outgoing.id if outgoing else None,
         identificativo_sdi=notification.identificativo_sdi,
         message_id=notification.message_id,
         detail=detail,
     )
     name = node.filename or f"{notification.nome_file or 'unknown'}_{notification.type.value}.xml"
-    path = sink.write(account.inbox, _route(gw, sink.Kind.SDI_NOTIFICATION, name), node.data)
-    gw.store.record_path(Item.NOTIFICATION, item_id, str(path), at=gw.clock())
+    relpath = unit.plan.add(
+        Item.NOTIFICATION, item_id, unit.route(sink.Kind.SDI_NOTIFICATION, name), node.data
+    )
     if outgoing is None:
         _log.info(
             "orphan_notification_recorded",
             notification=notification.type.value,
             nome_file=notification.nome_file,
-            path=str(path),
+            path=unit.shown(relpath),
         )
     else:
         _log.info(
@@ -210,19 +263,18 @@ def _notification(gw: Gateway, account: Account, source: Source, node: Node) -> 
             notification=notification.type.value,
             file=outgoing.file_name,
             detail=detail,
-            path=str(path),
+            path=unit.shown(relpath),
         )
 
 
-def _correlate(gw: Gateway, account: Account, notification: Notification) -> Outgoing | None:
+def _correlate(unit: _Unit, notification: Notification) -> Outgoing | None:
     """By NomeFile (with or without .p7m, any case), then by IdentificativoSdI."""
+    store, account = unit.gw.store, unit.account.name
     found = None
     if notification.nome_file:
-        found = gw.store.find_outgoing_by_file(account.name, notification.nome_file)
+        found = store.find_outgoing_by_file(account, notification.nome_file)
     if found is None and notification.identificativo_sdi:
-        found = gw.store.find_outgoing_by_identificativo_sdi(
-            account.name, notification.identificativo_sdi
-        )
+        found = store.find_outgoing_by_identificativo_sdi(account, notification.identificativo_sdi)
     return found
 
 
@@ -241,16 +293,13 @@ def _describe(notification: Notification) -> str:
 # ---- suppliers' invoices -----------------------------------------------------------------------
 
 
-def _supplier_invoices(
-    gw: Gateway, account: Account, source: Source, envelope: Node, invoices: list[Node]
-) -> None:
+def _supplier_invoices(unit: _Unit, envelope: Node, invoices: list[Node]) -> None:
     metadata = [n for n in walk(envelope) if n.notification and _is_mt(n.notification)]
     for node in invoices:
-        if gw.store.find_incoming(account.name, sha256=node.sha256) is not None:
+        if unit.gw.store.find_incoming(unit.account.name, sha256=node.sha256) is not None:
             _log.info("invoice_already_received", received_file=node.filename)
             continue
-        mt = _matching_mt(node, metadata)
-        _file_invoice(gw, account, source, node, mt)
+        _file_invoice(unit, node, _matching_mt(node, metadata))
 
 
 def _matching_mt(node: Node, metadata: list[Node]) -> Node | None:
@@ -261,45 +310,56 @@ def _matching_mt(node: Node, metadata: list[Node]) -> Node | None:
     return metadata[0] if len(metadata) == 1 else None
 
 
-def _file_invoice(
-    gw: Gateway, account: Account, source: Source, node: Node, mt: Node | None
-) -> None:
+def _file_invoice(unit: _Unit, node: Node, mt: Node | None) -> None:
+    """The original byte for byte, the unwrapped XML, its HTML, the MT and the inspect facts."""
+    gw, plan = unit.gw, unit.plan
     name = node.filename or "invoice.xml"
     notification = mt.notification if mt else None
     identificativo = notification.identificativo_sdi if notification else None
     item_id = gw.store.record_incoming(
-        account.name,
+        unit.account.name,
         file_name=name,
         sha256=node.sha256,
         identificativo_sdi=identificativo,
         received=gw.clock(),
-        source=str(source),
+        source=str(unit.source),
     )
-    original = sink.write(account.inbox, _route(gw, sink.Kind.RECEIVED_INVOICE, name), node.data)
-    written = [original]
+    original = plan.add(
+        Item.INCOMING, item_id, unit.route(sink.Kind.RECEIVED_INVOICE, name), node.data
+    )
+    stem = filename.invoice_stem(name)
     if node.payload is not None:
-        xml_name = filename.invoice_stem(name) + ".xml"
-        written.append(_write_beside(account, original, xml_name, node.payload))
+        plan.beside(Item.INCOMING, item_id, original, stem + ".xml", node.payload)
+    html = _html(unit, node, name)
+    if html is not None:
+        plan.beside(Item.INCOMING, item_id, original, stem + ".html", html)
     if mt is not None:
-        written.append(_write_beside(account, original, mt.filename or "metadata.xml", mt.data))
+        plan.beside(Item.INCOMING, item_id, original, mt.filename or "metadata.xml", mt.data)
     check = _hash_check(node, notification)
-    facts = {**report.to_json(node, name), "mt_hash_check": check, "source": str(source)}
-    written.append(sink.write_json_sidecar(original, facts))
-    for path in written:
-        gw.store.record_path(Item.INCOMING, item_id, str(path), at=gw.clock())
+    facts = {**report.to_json(node, name), "mt_hash_check": check, "source": str(unit.source)}
+    plan.beside(Item.INCOMING, item_id, original, original.name + ".json", json_bytes(facts))
     if check == "mismatch":
         _log.warning("invoice_hash_mismatch", received_file=name, identificativo_sdi=identificativo)
     _log.info(
         "invoice_received",
         received_file=name,
         identificativo_sdi=identificativo,
-        path=str(original),
+        path=unit.shown(original),
     )
 
 
-def _write_beside(account: Account, original: Path, name: str, data: bytes) -> Path:
-    relative = original.parent.relative_to(account.inbox) / sink.safe_name(name)
-    return sink.write(account.inbox, PurePosixPath(relative.as_posix()), data)
+def _html(unit: _Unit, node: Node, name: str) -> bytes | None:
+    """The invoice rendered for people with the installed official stylesheet; None without one
+    or when rendering fails (logged: the invoice is filed anyway)."""
+    stylesheet = unit.gw.schemas.stylesheet_for(node.invoice.format) if node.invoice else None
+    if stylesheet is None:
+        return None
+    xml = node.payload if node.payload is not None else node.data
+    try:
+        return render.render_html(xml, stylesheet)
+    except PecGatewayError as exc:
+        _log.warning("invoice_not_rendered", received_file=name, reason=str(exc))
+        return None
 
 
 def _hash_check(node: Node, notification: Notification | None) -> str:
@@ -314,15 +374,29 @@ def _hash_check(node: Node, notification: Notification | None) -> str:
 
 
 def quarantine(gw: Gateway, account: Account, source: Source, raw: bytes, reason: str) -> str:
-    """Keeps the raw message and its reason under the quarantine folder; records it."""
-    path = sink.write(account.inbox, _route(gw, sink.Kind.QUARANTINE, source.eml_name), raw)
-    sink.write_sidecar(path, ".reason.txt", (reason + "\n").encode("utf-8"))
-    gw.store.record_quarantine(
-        account.name,
-        what=f"imap uid {source.uid} ({source.folder})",
+    """Keeps the raw message and its reason under the quarantine folder; records it (once).
+
+    For a message whose handling failed before anything was recorded (``is_filed`` is False).
+    """
+    unit = _Unit(gw, account, source)
+    with gw.store.atomic():
+        outcome = _quarantine(unit, raw, reason)
+        inbound_id = _remember(unit, hashlib.sha256(raw).hexdigest(), None, outcome)
+    write_pending(gw, account, inbound_id, recovering=False)
+    return outcome
+
+
+def _quarantine(unit: _Unit, raw: bytes, reason: str) -> str:
+    relpath = unit.route(sink.Kind.QUARANTINE, unit.source.eml_name)
+    item_id = unit.gw.store.record_quarantine(
+        unit.account.name,
+        what=f"imap uid {unit.source.uid} ({unit.source.folder})",
         reason=reason,
-        path=str(path),
-        at=gw.clock(),
+        path=unit.shown(relpath),
+        at=unit.gw.clock(),
     )
-    _log.warning("message_quarantined", reason=reason, path=str(path))
+    unit.plan.add(Item.QUARANTINE, item_id, relpath, raw)
+    reason_name = relpath.name + ".reason.txt"
+    unit.plan.beside(Item.QUARANTINE, item_id, relpath, reason_name, (reason + "\n").encode())
+    _log.warning("message_quarantined", reason=reason, path=unit.shown(relpath))
     return "quarantined"

@@ -241,19 +241,20 @@ async def _mailbox_pass(
 async def _inbound_unit(
     gateway: Gateway, account: Account, mailbox: imap.Mailbox, uid: int
 ) -> None:
-    """One message: fetch, file (store, folders), mark processed, move. Drops propagate."""
+    """One message: fetch, file (store, folders), mark processed, move. Drops propagate.
+
+    Filing is idempotent (inbound.file_message), so a message handled again after a crash, a
+    UIDVALIDITY change or a move back is only acknowledged again.
+    """
     source = inbound.Source(account.imap.folder, mailbox.uidvalidity, uid)
     with unit(uid=uid, uidvalidity=mailbox.uidvalidity):
         raw = await mailbox.fetch(uid)
         if raw is None:
             _log.info("message_vanished")
             return
-        try:
-            outcome = inbound.file_message(gateway, account, source, raw)
-        except Exception as exc:  # noqa: BLE001 -- the unit-of-work boundary: quarantine, go on
-            _log.exception("unit_failed")
-            reason = f"internal error while filing: {type(exc).__name__}: {exc}"
-            outcome = inbound.quarantine(gateway, account, source, raw, reason)
+        outcome = _file(gateway, account, source, raw)
+        if outcome is None:
+            return  # recorded, files incomplete: not acknowledged, the next pass completes it
         gateway.store.mark_processed(
             account.name,
             source.folder,
@@ -264,6 +265,20 @@ async def _inbound_unit(
         )
         await _move(account, mailbox, uid)
         _log.info("unit_done", outcome=outcome)
+
+
+def _file(gateway: Gateway, account: Account, source: inbound.Source, raw: bytes) -> str | None:
+    """The outcome; an unexpected failure quarantines the message, unless its effects were
+    already recorded (then None: the files are retried on the next pass, nothing is lost)."""
+    try:
+        return inbound.file_message(gateway, account, source, raw)
+    except Exception as exc:  # noqa: BLE001 -- the unit-of-work boundary: quarantine, go on
+        _log.exception("unit_failed")
+        if inbound.is_filed(gateway, account, raw):
+            _log.error("unit_incomplete", reason=f"{type(exc).__name__}: {exc}")
+            return None
+        reason = f"internal error while filing: {type(exc).__name__}: {exc}"
+        return inbound.quarantine(gateway, account, source, raw, reason)
 
 
 async def _move(account: Account, mailbox: imap.Mailbox, uid: int) -> None:

@@ -25,15 +25,17 @@ from pecgateway.store_db import (
     message_key,
     row_id,
 )
-from pecgateway.store_inbound import InboundRecords, Incoming, Item
+from pecgateway.store_inbound import InboundMessage, InboundRecords, Incoming, Item, PlannedOutput
 
 __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "InboundMessage",
     "Incoming",
     "Item",
     "Outgoing",
     "OutgoingEvent",
+    "PlannedOutput",
     "Store",
     "When",
 ]

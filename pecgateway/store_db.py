@@ -78,6 +78,18 @@ MIGRATIONS: Sequence[str] = (
         at TEXT NOT NULL);
     CREATE INDEX written_path_item ON written_path (item, item_id);
     """,
+    """
+    CREATE TABLE inbound_message (
+        id INTEGER PRIMARY KEY, account TEXT NOT NULL, sha256 TEXT NOT NULL, message_id TEXT,
+        outcome TEXT NOT NULL, source TEXT NOT NULL, at TEXT NOT NULL);
+    CREATE UNIQUE INDEX inbound_message_sha256 ON inbound_message (account, sha256);
+    CREATE TABLE inbound_output (
+        id INTEGER PRIMARY KEY, inbound_id INTEGER NOT NULL REFERENCES inbound_message (id),
+        item TEXT NOT NULL, item_id INTEGER NOT NULL, relpath TEXT NOT NULL, data BLOB,
+        path TEXT);
+    CREATE INDEX inbound_output_pending ON inbound_output (inbound_id) WHERE path IS NULL;
+    CREATE INDEX written_path_path ON written_path (path);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

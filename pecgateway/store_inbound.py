@@ -1,5 +1,6 @@
-"""The store's records of what the mailbox brought: processed messages, suppliers' invoices,
-notifications and receipts, quarantine entries, and the paths written for each item.
+"""The store's records of what the mailbox brought: processed messages, inbound units (a raw
+message once, with the files it must produce), suppliers' invoices, notifications and receipts,
+quarantine entries, and the paths written for each item.
 
 Part of ``Store`` (store.py mixes these methods in); times are passed in, statements parameterised.
 """
@@ -7,11 +8,12 @@ Part of ``Store`` (store.py mixes these methods in); times are passed in, statem
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pecgateway.store_db import Database, When, iso, message_key
+from pecgateway.store_db import Database, When, iso, message_key, row_id
 
-__all__ = ["InboundRecords", "Incoming", "Item"]
+__all__ = ["InboundMessage", "InboundRecords", "Incoming", "Item", "PlannedOutput"]
 
 
 class Item(enum.Enum):
@@ -35,6 +37,30 @@ class Incoming:
     received: str
     source: str
     paths: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A raw mailbox message whose effects are recorded (seen once per account, by SHA-256)."""
+
+    id: int
+    account: str
+    sha256: str
+    message_id: str | None
+    outcome: str  # what the unit concluded: receipt, notification, invoice, orphan, quarantined
+    source: str  # where it was first seen, e.g. imap:1700000000/42
+    at: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedOutput:
+    """A file an inbound unit must write: under the inbox folder at ``relpath`` (or, on a clash,
+    the name ``sink.write`` picks), recorded as a path of ``item``/``item_id`` once written."""
+
+    item: Item
+    item_id: int
+    relpath: str  # POSIX, relative to the account's inbox folder
+    data: bytes
 
 
 class InboundRecords(Database):
@@ -76,6 +102,86 @@ class InboundRecords(Database):
             "SELECT 1 FROM processed WHERE account = ? AND message_id = ?",
             (account, message_key(message_id)),
         ).fetchone()
+        return row is not None
+
+    # ---- inbound units: each raw message once, its files until written ---------------------
+    def find_inbound_message(self, account: str, sha256: str) -> InboundMessage | None:
+        """The recorded unit of a raw message with these bytes, if any."""
+        row = self._db.execute(
+            "SELECT id, account, sha256, message_id, outcome, source, at FROM inbound_message"
+            " WHERE account = ? AND sha256 = ?",
+            (account, sha256.lower()),
+        ).fetchone()
+        return None if row is None else InboundMessage(**dict(row))
+
+    def record_inbound_message(
+        self,
+        account: str,
+        *,
+        sha256: str,
+        message_id: str | None,
+        outcome: str,
+        source: str,
+        at: When,
+        outputs: Sequence[PlannedOutput] = (),
+    ) -> int:
+        """A raw message handled, with the files still to write, in one transaction.
+
+        Call it inside the ``atomic()`` block that records the message's effects, so that the
+        effects, the dedup key and the planned files commit together. Raises ``sqlite3.IntegrityError``
+        when the same bytes were already recorded for ``account``.
+        """
+        key = message_key(message_id) if message_id else None
+        with self._transaction() as db:
+            inbound_id = row_id(
+                db.execute(
+                    "INSERT INTO inbound_message (account, sha256, message_id, outcome, source,"
+                    " at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (account, sha256.lower(), key, outcome, source, iso(at)),
+                )
+            )
+            db.executemany(
+                "INSERT INTO inbound_output (inbound_id, item, item_id, relpath, data)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(inbound_id, o.item.value, o.item_id, o.relpath, o.data) for o in outputs],
+            )
+        return inbound_id
+
+    def pending_outputs(self, inbound_id: int) -> list[tuple[int, PlannedOutput]]:
+        """``(output id, output)`` of every file of the unit not written yet, in planned order."""
+        rows = self._db.execute(
+            "SELECT id, item, item_id, relpath, data FROM inbound_output"
+            " WHERE inbound_id = ? AND path IS NULL ORDER BY id",
+            (inbound_id,),
+        )
+        return [
+            (
+                row["id"],
+                PlannedOutput(Item(row["item"]), row["item_id"], row["relpath"], row["data"]),
+            )
+            for row in rows
+        ]
+
+    def complete_output(self, output_id: int, path: str, *, at: When) -> None:
+        """The planned file is written at ``path``: record the path, forget the bytes."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT item, item_id FROM inbound_output WHERE id = ? AND path IS NULL",
+                (output_id,),
+            ).fetchone()
+            if row is None:
+                return
+            db.execute(
+                "UPDATE inbound_output SET path = ?, data = NULL WHERE id = ?", (path, output_id)
+            )
+            db.execute(
+                "INSERT INTO written_path (item, item_id, path, at) VALUES (?, ?, ?, ?)",
+                (row["item"], row["item_id"], path, iso(at)),
+            )
+
+    def is_written_path(self, path: str) -> bool:
+        """Whether some item already owns the file at ``path`` (as recorded when written)."""
+        row = self._db.execute("SELECT 1 FROM written_path WHERE path = ?", (path,)).fetchone()
         return row is not None
 
     # ---- incoming, notifications, quarantine, paths -----------------------------------------
@@ -195,9 +301,12 @@ class InboundRecords(Database):
         ]
 
     def quarantine_status(self, account: str) -> list[dict[str, object]]:
-        """The ``quarantined`` list of ``status --json``, oldest first."""
+        """The ``quarantined`` list of ``status --json``, oldest first; ``path`` is the raw file as
+        written (it may differ from the one planned by a clash suffix)."""
         rows = self._db.execute(
-            "SELECT what, reason, path, at FROM quarantine WHERE account = ? ORDER BY id",
-            (account,),
+            "SELECT what, reason, coalesce((SELECT w.path FROM written_path w WHERE w.item = ?"
+            " AND w.item_id = q.id ORDER BY w.id LIMIT 1), q.path) AS path, at"
+            " FROM quarantine q WHERE account = ? ORDER BY q.id",
+            (Item.QUARANTINE.value, account),
         )
         return [dict(row) for row in rows]

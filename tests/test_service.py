@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Iterator
+import sqlite3
+from collections.abc import AsyncIterator, Iterator, Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
-from pecgateway import sample, service
+from pecgateway import classify, inbound, sample, service, sink
 from pecgateway.config import Config
 from pecgateway.filename import NotificationType
 from pecgateway.lifecycle import Event, State
@@ -96,7 +97,7 @@ def store(config: Config) -> Iterator[Store]:
         yield opened
 
 
-async def _once(config: Config, clock: Clock) -> list[dict[str, Any]]:
+async def _once(config: Config, clock: Clock) -> list[MutableMapping[str, Any]]:
     with capture_logs(processors=[merge_contextvars]) as logs:
         await service.run_once(config, clock=clock, new_token=_tokens())
     return logs
@@ -121,7 +122,13 @@ def _read(path: str) -> bytes:
     return Path(path).read_bytes()
 
 
-def _events(logs: list[dict[str, Any]]) -> list[str]:
+def _paths(entry: Mapping[str, object]) -> list[str]:
+    paths = entry["paths"]
+    assert isinstance(paths, list)
+    return [str(path) for path in paths]
+
+
+def _events(logs: Sequence[Mapping[str, Any]]) -> list[str]:
     return [str(line["event"]) for line in logs]
 
 
@@ -493,9 +500,7 @@ async def test_an_unexpected_error_quarantines_the_message_and_the_loop_goes_on(
     mail_user: MailAccount,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from pecgateway import inbound
-
-    real = inbound.classify
+    real = classify.classify
 
     def flaky(data: bytes, filename: str | None = None) -> Any:
         if b"Offerta" in data:
@@ -513,3 +518,209 @@ async def test_an_unexpected_error_quarantines_the_message_and_the_loop_goes_on(
     assert isinstance(quarantined, list)
     assert "internal error while filing: RuntimeError: parser bug" in quarantined[0]["reason"]
     assert len(store.orphans("main")) == 1
+
+
+# ---- idempotent inbound units -----------------------------------------------------------------
+
+SUPPLIER = "IT09876543210_abc12.xml"
+
+
+@pytest.fixture
+def gateway(config: Config, clock: Clock) -> Iterator[service.Gateway]:
+    opened = service.open_gateway(config, clock=clock)
+    yield opened
+    opened.store.close()
+
+
+def _sent_invoice(gw: service.Gateway, message_id: str = "<tok-sent@pec.sandbox.test>") -> int:
+    record = gw.store.record_outgoing("main", file_name=NAME, sha256="ab" * 32, at=gw.clock())
+    gw.store.transition(record.id, Event.SENDING, at=gw.clock(), source="t", message_id=message_id)
+    gw.store.transition(record.id, Event.SENT, at=gw.clock(), source="t")
+    return record.id
+
+
+def _supplier_envelope(invoice: bytes | None = None) -> bytes:
+    data = sample.fpr12(transmitter="IT09876543210") if invoice is None else invoice
+    mt = build_notification(
+        NotificationType.MT,
+        "B2B",
+        nome_file=SUPPLIER,
+        identificativo_sdi="7339338",
+        hash=hashlib.sha256(data).hexdigest(),
+    )
+    parts = [
+        Part(SUPPLIER, data, "text/xml"),
+        Part("IT09876543210_abc12_MT_001.xml", mt, "text/xml"),
+    ]
+    return build_sdi_envelope(parts, inner_subject="Invio File 7339338")
+
+
+INBOUND_KINDS: dict[str, Any] = {
+    "receipt": lambda: build_accettazione(riferimento="<tok-sent@pec.sandbox.test>", oggetto=NAME),
+    "orphan-receipt": lambda: build_accettazione(riferimento="<other@elsewhere.it>"),
+    "notification": lambda: _rc(),
+    "orphan-notification": lambda: _rc(name="IT09999999999_00001.xml"),
+    "suppliers-invoice": _supplier_envelope,
+    "quarantine": build_plain_mail,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(INBOUND_KINDS))
+def test_a_message_seen_again_after_a_uidvalidity_change_is_neither_recorded_nor_filed_twice(
+    gateway: service.Gateway, kind: str
+) -> None:
+    _sent_invoice(gateway)
+    account = gateway.config.accounts[0]
+    raw = INBOUND_KINDS[kind]()
+    first = inbound.file_message(gateway, account, inbound.Source("INBOX", 1, 1), raw)
+    files, snapshot = _files(account.inbox), gateway.store.snapshot("main")
+    with capture_logs() as logs:
+        again = inbound.file_message(gateway, account, inbound.Source("INBOX", 2, 7), raw)
+    assert again == first
+    assert _files(account.inbox) == files
+    assert gateway.store.snapshot("main") == snapshot
+    assert files
+    assert not [name for name in files if " (2)" in name]
+    assert _events(logs) == ["message_already_filed"]
+
+
+def test_files_missing_after_a_crash_behind_the_store_commit_are_completed_once(
+    gateway: service.Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = gateway.config.accounts[0]
+    raw = _supplier_envelope()
+    real_write = sink.write
+    written: list[Path] = []
+
+    def crash_after_two(root: Path, relpath: PurePosixPath, data: bytes) -> Path:
+        if len(written) == 2:
+            raise OSError(28, "No space left on device")
+        written.append(real_write(root, relpath, data))
+        return written[-1]
+
+    monkeypatch.setattr(sink, "write", crash_after_two)
+    with pytest.raises(OSError, match="No space left"):
+        inbound.file_message(gateway, account, inbound.Source("INBOX", 1, 1), raw)
+    assert inbound.is_filed(gateway, account, raw)
+    monkeypatch.setattr(sink, "write", real_write)
+    with capture_logs() as logs:
+        outcome = inbound.file_message(gateway, account, inbound.Source("INBOX", 1, 1), raw)
+    assert outcome == "invoice"
+    assert logs[0]["completed"] == 1  # of original, MT and JSON, two were written before
+    incoming = gateway.store.incoming_status("main")
+    folder = "fatture-ricevute/2024/05/"
+    expected = [SUPPLIER, SUPPLIER + ".json", "IT09876543210_abc12_MT_001.xml"]
+    assert _files(account.inbox) == sorted(folder + name for name in expected)
+    assert sorted(_paths(incoming[0])) == sorted(str(account.inbox / folder / n) for n in expected)
+
+
+def test_a_file_linked_into_place_but_not_recorded_before_a_crash_is_adopted_not_copied(
+    gateway: service.Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = gateway.config.accounts[0]
+    raw = _rc(name="IT09999999999_00001.xml")
+    real_complete = gateway.store.complete_output
+
+    def crash(output_id: int, path: str, *, at: datetime) -> None:
+        raise RuntimeError("killed between the link and the commit")
+
+    monkeypatch.setattr(gateway.store, "complete_output", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        inbound.file_message(gateway, account, inbound.Source("INBOX", 1, 1), raw)
+    monkeypatch.setattr(gateway.store, "complete_output", real_complete)
+    inbound.file_message(gateway, account, inbound.Source("INBOX", 2, 1), raw)
+    name = "notifiche-sdi/2024/05/IT09999999999_00001_RC_001.xml"
+    assert _files(account.inbox) == [name]
+    [orphan] = gateway.store.orphans("main")
+    assert orphan["paths"] == [str(account.inbox / name)]
+
+
+def test_a_file_with_the_same_bytes_owned_by_another_message_is_not_adopted(
+    gateway: service.Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = gateway.config.accounts[0]
+    rc = build_notification(
+        NotificationType.RC, "B2B", nome_file="IT09999999999_00001.xml", identificativo_sdi="99"
+    )
+    part = Part("IT09999999999_00001_RC_001.xml", rc, "text/xml")
+    first = build_sdi_envelope([part])
+    resent = build_sdi_envelope([part], riferimento="<resent.1@pec.fatturapa.it>")
+    inbound.file_message(gateway, account, inbound.Source("INBOX", 1, 1), first)
+    monkeypatch.setattr(sink, "write", _refuse)
+    with pytest.raises(OSError, match="disk"):
+        inbound.file_message(gateway, account, inbound.Source("INBOX", 1, 2), resent)
+    monkeypatch.undo()
+    inbound.file_message(gateway, account, inbound.Source("INBOX", 1, 2), resent)
+    folder = "notifiche-sdi/2024/05/"
+    assert _files(account.inbox) == [
+        folder + "IT09999999999_00001_RC_001 (2).xml",
+        folder + "IT09999999999_00001_RC_001.xml",
+    ]
+    assert [len(_paths(o)) for o in gateway.store.orphans("main")] == [1, 1]
+
+
+def _refuse(root: Path, relpath: PurePosixPath, data: bytes) -> Path:
+    raise OSError(5, "disk gone")
+
+
+async def test_a_crash_before_the_ack_makes_the_next_pass_only_acknowledge(
+    config: Config,
+    clock: Clock,
+    smtp: SmtpServer,
+    store: Store,
+    dovecot: Dovecot,
+    mail_user: MailAccount,
+) -> None:
+    _drop(config)
+    await _once(config, clock)
+    message_id = smtp.received[0].message["Message-ID"]
+    dovecot.append(mail_user.user, build_accettazione(riferimento=message_id, oggetto=NAME))
+    dovecot.append(mail_user.user, _rc())
+    dovecot.append(mail_user.user, _supplier_envelope())
+    dovecot.append(mail_user.user, build_plain_mail())
+    await _once(config, clock)
+    files, snapshot = _files(config.accounts[0].inbox), store.snapshot("main")
+    _forget_processed(config.store_path)  # as if the process died before each ack
+    logs = await _once(config, clock)
+    assert _events(logs).count("message_already_filed") == 4
+    assert _files(config.accounts[0].inbox) == files
+    assert store.snapshot("main") == snapshot
+    record = store.find_outgoing_by_file("main", NAME)
+    assert record is not None
+    assert [e.event for e in store.events(record.id)].count("RC") == 1
+    assert _processed(config.store_path) == 4
+
+
+def _forget_processed(path: Path) -> None:
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("DELETE FROM processed")
+    db.close()
+
+
+def _processed(path: Path) -> int:
+    db = sqlite3.connect(path)
+    (count,) = db.execute("SELECT count(*) FROM processed").fetchone()
+    db.close()
+    return int(count)
+
+
+async def test_a_message_whose_files_cannot_be_written_is_not_acknowledged_nor_quarantined(
+    config: Config,
+    clock: Clock,
+    store: Store,
+    dovecot: Dovecot,
+    mail_user: MailAccount,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dovecot.append(mail_user.user, _rc(name="IT09999999999_00001.xml"))
+    monkeypatch.setattr(sink, "write", _refuse)
+    logs = await _once(config, clock)
+    assert "unit_incomplete" in _events(logs)
+    assert store.snapshot("main")["quarantined"] == []
+    assert _processed(config.store_path) == 0
+    monkeypatch.undo()
+    logs = await _once(config, clock)
+    assert "message_already_filed" in _events(logs)
+    [orphan] = store.orphans("main")
+    assert [_read(path)[:1] for path in _paths(orphan)] == [b"<"]

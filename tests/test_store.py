@@ -13,7 +13,7 @@ import pytest
 
 from pecgateway.errors import ConfigError, InvalidTransition
 from pecgateway.lifecycle import Event, State
-from pecgateway.store import MIGRATIONS, SCHEMA_VERSION, Item, Store
+from pecgateway.store import MIGRATIONS, SCHEMA_VERSION, Item, PlannedOutput, Store
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 NAME = "IT01234567890_00001.xml"
@@ -407,3 +407,112 @@ def test_sql_stays_parameterised_with_hostile_values(store: Store) -> None:
     found = store.find_outgoing_by_file(hostile, hostile)
     assert found is not None
     assert found.id == item.id
+
+
+# ---- transactions and inbound units ---------------------------------------------------------------
+def test_atomic_commits_every_write_together_or_none(store: Store) -> None:
+    def crashing_unit() -> None:
+        with store.atomic():
+            store.record_outgoing("main", file_name=NAME, sha256="aa", at=T0)
+            store.set_sdi_address("main", "sdi07@pec.fatturapa.it", at=T0, source="test")
+            raise RuntimeError("crash inside the unit")
+
+    with pytest.raises(RuntimeError, match="crash inside"):
+        crashing_unit()
+    assert store.find_outgoing_by_file("main", NAME) is None
+    assert store.sdi_address_history("main") == []
+    with store.atomic():
+        item = store.record_outgoing("main", file_name=NAME, sha256="aa", at=T0)
+        store.transition(item.id, Event.SENDING, at=T0, source="test", message_id="<a@b.it>")
+    found = store.find_outgoing_by_file("main", NAME)
+    assert found is not None
+    assert found.state is State.SENDING
+
+
+def test_a_refused_transition_inside_atomic_undoes_only_itself(store: Store) -> None:
+    outgoing_id = sent(store)
+    with store.atomic():
+        store.note(outgoing_id, "before", at=at(3), source="test")
+        with pytest.raises(InvalidTransition):
+            store.transition(outgoing_id, Event.CLAIMED, at=at(4), source="test")
+        store.note(outgoing_id, "after", at=at(5), source="test")
+    assert [e.event for e in store.events(outgoing_id)][-2:] == ["before", "after"]
+
+
+def _planned(item_id: int) -> list[PlannedOutput]:
+    return [
+        PlannedOutput(Item.NOTIFICATION, item_id, "ricevute-pec/2026/12/a.eml", b"raw"),
+        PlannedOutput(Item.NOTIFICATION, item_id, "ricevute-pec/2026/12/a.eml.json", b"{}"),
+    ]
+
+
+def test_an_inbound_message_is_recorded_once_per_account_with_its_planned_files(
+    store: Store,
+) -> None:
+    item_id = store.record_notification(
+        "main", kind="RC", file_name=NAME, received=T0, source="imap:1/1", outgoing_id=None
+    )
+    inbound_id = store.record_inbound_message(
+        "main",
+        sha256="AB" * 32,
+        message_id="<Opec1@PEC.it>",
+        outcome="orphan",
+        source="imap:1/1",
+        at=T0,
+        outputs=_planned(item_id),
+    )
+    seen = store.find_inbound_message("main", "ab" * 32)
+    assert seen is not None
+    assert (seen.id, seen.outcome, seen.message_id) == (inbound_id, "orphan", "<Opec1@pec.it>")
+    assert store.find_inbound_message("other", "ab" * 32) is None
+    with pytest.raises(sqlite3.IntegrityError):
+        store.record_inbound_message(
+            "main", sha256="ab" * 32, message_id=None, outcome="x", source="imap:2/1", at=T0
+        )
+    pending = store.pending_outputs(inbound_id)
+    assert [output for _, output in pending] == _planned(item_id)
+
+
+def test_a_written_output_is_recorded_as_a_path_and_no_longer_pending(store: Store) -> None:
+    item_id = store.record_notification(
+        "main", kind="RC", file_name=NAME, received=T0, source="imap:1/1", outgoing_id=None
+    )
+    inbound_id = store.record_inbound_message(
+        "main",
+        sha256="cd" * 32,
+        message_id=None,
+        outcome="orphan",
+        source="imap:1/1",
+        at=T0,
+        outputs=_planned(item_id),
+    )
+    (first_id, _), (second_id, second) = store.pending_outputs(inbound_id)
+    store.complete_output(first_id, "/inbox/ricevute-pec/2026/12/a.eml", at=T0)
+    store.complete_output(first_id, "/inbox/elsewhere.eml", at=T0)  # a second call changes nothing
+    assert store.pending_outputs(inbound_id) == [(second_id, second)]
+    assert store.paths(Item.NOTIFICATION, item_id) == ("/inbox/ricevute-pec/2026/12/a.eml",)
+    assert store.is_written_path("/inbox/ricevute-pec/2026/12/a.eml")
+    assert not store.is_written_path("/inbox/elsewhere.eml")
+
+
+def test_quarantine_status_shows_the_path_actually_written(store: Store) -> None:
+    planned = "/inbox/quarantena/2026/12/imap-1-1.eml"
+    item_id = store.record_quarantine("main", what="imap uid 1", reason="r", path=planned, at=T0)
+    assert store.quarantine_status("main")[0]["path"] == planned
+    written = "/inbox/quarantena/2026/12/imap-1-1 (2).eml"
+    store.record_path(Item.QUARANTINE, item_id, written, at=T0)
+    store.record_path(Item.QUARANTINE, item_id, written + ".reason.txt", at=T0)
+    assert store.quarantine_status("main")[0]["path"] == written
+
+
+def test_upgrade_from_version_2_adds_the_inbound_unit_tables(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0] + MIGRATIONS[1])
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    db.execute("INSERT INTO schema_version VALUES (2)")
+    db.commit()
+    db.close()
+    with Store(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        assert store.find_inbound_message("main", "00") is None

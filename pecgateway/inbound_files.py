@@ -1,0 +1,97 @@
+"""How an inbound unit stays idempotent: the raw message is recorded once, files are written after.
+
+Design (the simplest one that survives a crash anywhere):
+
+1. The unit classifies the message and, in ONE store transaction, records its effects (lifecycle
+   transitions, notification/incoming/quarantine rows), the raw message's SHA-256 for the account
+   (the dedup key, with its Message-ID for reference) and every file it must write: item, planned
+   path under the inbox folder and bytes (``PlannedOutput``).
+2. After the commit, each planned file is written atomically (``sink.write``) and marked written in
+   the store (its real path recorded, its bytes dropped) one by one.
+3. Then the caller acknowledges (mark processed, UID MOVE).
+
+A message seen again (a crash before the ack, a UIDVALIDITY change, the same mail moved back) is
+found by its SHA-256: nothing is recorded again; only the files still pending are written. A crash
+between linking a file into place and marking it written leaves a file the store does not know: when
+completing a pending file, a file at the planned name or one of its clash names (``name (2).xml``)
+with exactly the planned bytes and owned by no recorded item is that file, and is adopted instead of
+written twice. Output folders are otherwise never read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from pecgateway import sink
+from pecgateway.store import Item, PlannedOutput
+
+if TYPE_CHECKING:
+    from pecgateway.config import Account
+    from pecgateway.service import Gateway
+
+__all__ = ["Plan", "json_bytes", "write_pending"]
+
+_CLASH = re.compile(r" \(\d+\)((?:\.[^.]*)*)$")  # what sink.write adds to a taken name
+
+
+@dataclass(slots=True)
+class Plan:
+    """The files one unit will write, in order; paths relative to the account's inbox folder."""
+
+    outputs: list[PlannedOutput] = field(default_factory=list)
+
+    def add(self, item: Item, item_id: int, relpath: PurePosixPath, data: bytes) -> PurePosixPath:
+        """Plan ``data`` at ``relpath`` for ``item``; returns ``relpath``."""
+        self.outputs.append(PlannedOutput(item, item_id, relpath.as_posix(), data))
+        return relpath
+
+    def beside(
+        self, item: Item, item_id: int, first: PurePosixPath, name: str, data: bytes
+    ) -> None:
+        """Plan ``data`` as ``name`` in the folder of ``first`` (a sidecar, the unwrapped XML)."""
+        self.add(item, item_id, first.parent / sink.safe_name(name), data)
+
+
+def json_bytes(facts: Mapping[str, object]) -> bytes:
+    """``facts`` as the inbox's JSON sidecars are written: indented UTF-8, a final newline."""
+    text = json.dumps(facts, indent=2, ensure_ascii=False, default=str) + "\n"
+    return text.encode("utf-8")
+
+
+def write_pending(gw: Gateway, account: Account, inbound_id: int, *, recovering: bool) -> int:
+    """Writes the unit's files not written yet and records each; returns how many were missing.
+
+    ``recovering``: the unit was recorded by an earlier pass, so a file may be in place already.
+    """
+    pending = gw.store.pending_outputs(inbound_id)
+    for output_id, output in pending:
+        relpath = PurePosixPath(output.relpath)
+        found = _left_by_a_crash(gw, account.inbox, relpath, output.data) if recovering else None
+        path = found or sink.write(account.inbox, relpath, output.data)
+        gw.store.complete_output(output_id, str(path), at=gw.clock())
+    return len(pending)
+
+
+def _left_by_a_crash(gw: Gateway, root: Path, relpath: PurePosixPath, data: bytes) -> Path | None:
+    """The file a crashed pass wrote for this output but could not record, if any."""
+    target = root.joinpath(*relpath.parts)
+    if not target.parent.is_dir():
+        return None
+    for path in sorted(target.parent.iterdir()):
+        if _CLASH.sub(r"\1", path.name) != target.name and path.name != target.name:
+            continue
+        if _same_bytes(path, data) and not gw.store.is_written_path(str(path)):
+            return path
+    return None
+
+
+def _same_bytes(path: Path, data: bytes) -> bool:
+    try:
+        return path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
