@@ -1,6 +1,6 @@
-"""How an inbound unit stays idempotent: the raw message is recorded once, files are written after.
+"""An inbound unit's frame: where the message came from, the files it plans, and writing them.
 
-Design (the simplest one that survives a crash anywhere):
+How a unit stays idempotent, the simplest design that survives a crash anywhere:
 
 1. The unit classifies the message and, in ONE store transaction, records its effects (lifecycle
    transitions, notification/incoming/quarantine rows), the raw message's SHA-256 for the account
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from pecgateway.config import Account
     from pecgateway.service import Gateway
 
-__all__ = ["Plan", "json_bytes", "write_pending"]
+__all__ = ["Plan", "Source", "Unit", "json_bytes", "write_pending"]
 
 _CLASH = re.compile(r" \(\d+\)((?:\.[^.]*)*)$")  # what sink.write adds to a taken name
 
@@ -55,6 +55,39 @@ class Plan:
     ) -> None:
         """Plan ``data`` as ``name`` in the folder of ``first`` (a sidecar, the unwrapped XML)."""
         self.add(item, item_id, first.parent / sink.safe_name(name), data)
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a message came from: ``imap:<uidvalidity>/<uid>`` in the audit trail."""
+
+    folder: str
+    uidvalidity: int
+    uid: int
+
+    def __str__(self) -> str:
+        return f"imap:{self.uidvalidity}/{self.uid}"
+
+    @property
+    def eml_name(self) -> str:
+        return f"imap-{self.uidvalidity}-{self.uid}.eml"
+
+
+@dataclass(slots=True)
+class Unit:
+    """One message being handled: its collaborators and the files it plans to write."""
+
+    gw: Gateway
+    account: Account
+    source: Source
+    plan: Plan = field(default_factory=Plan)
+
+    def route(self, kind: sink.Kind, name: str) -> PurePosixPath:
+        return sink.route(kind, name, self.gw.clock(), self.gw.config.inbox_language)
+
+    def shown(self, relpath: PurePosixPath) -> str:
+        """The planned path, for the log line (a clash may add `` (2)`` when written)."""
+        return str(self.account.inbox.joinpath(*relpath.parts))
 
 
 def json_bytes(facts: Mapping[str, object]) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import shutil
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -15,14 +16,16 @@ import pytest
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
-from pecgateway import classify, inbound, sample, service, sink
+from pecgateway import classify, inbound, sample, schema, service, sink
 from pecgateway.config import Config
 from pecgateway.filename import NotificationType
 from pecgateway.lifecycle import Event, State
 from pecgateway.store import Store
+from tests.conftest import CORPUS
 from tests.factory.gateway import account_table, write_config
 from tests.factory.notifications import build_notification
 from tests.factory.pecmail import Part, build_accettazione, build_plain_mail, build_sdi_envelope
+from tests.factory.signing import der_envelope
 from tests.factory.smtp_server import SmtpServer, smtp_server
 
 if TYPE_CHECKING:
@@ -724,3 +727,64 @@ async def test_a_message_whose_files_cannot_be_written_is_not_acknowledged_nor_q
     assert "message_already_filed" in _events(logs)
     [orphan] = store.orphans("main")
     assert [_read(path)[:1] for path in _paths(orphan)] == [b"<"]
+
+
+# ---- suppliers' invoices as HTML ----------------------------------------------------------------
+
+
+@pytest.fixture
+def styled_config(
+    tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount
+) -> Config:
+    """The schemas plus the official stylesheets from the corpus, installed by `schemas install`."""
+    source = CORPUS / "other"
+    if not any(source.glob("*.xsl")):
+        pytest.skip(f"the official XSL stylesheets are not in {source}")
+    target = tmp_path / "schemas-with-stylesheets"
+    shutil.copytree(schema_dir, target)
+    schema.install(source, target)
+    return write_config(tmp_path, target, [_account(tmp_path, "main", smtp, mail_user)])
+
+
+@pytest.mark.conformance
+@pytest.mark.parametrize("signed", [False, True], ids=["xml", "p7m"])
+def test_a_suppliers_invoice_is_also_filed_as_html_for_people(
+    styled_config: Config, clock: Clock, signed: bool
+) -> None:
+    invoice = sample.fpr12(transmitter="IT09876543210", numero="FT-2024/0917")
+    name = SUPPLIER + ".p7m" if signed else SUPPLIER
+    data = der_envelope(invoice) if signed else invoice
+    envelope = build_sdi_envelope([Part(name, data, "application/octet-stream")])
+    gateway = service.open_gateway(styled_config, clock=clock)
+    try:
+        account = styled_config.accounts[0]
+        with capture_logs() as logs:
+            inbound.file_message(gateway, account, inbound.Source("INBOX", 1, 1), envelope)
+        paths = _paths(gateway.store.incoming_status("main")[0])
+    finally:
+        gateway.store.close()
+    html_path = account.inbox / "fatture-ricevute/2024/05/IT09876543210_abc12.html"
+    html = html_path.read_bytes().decode("utf-8")
+    assert html.startswith("<!DOCTYPE html>")
+    assert "FT-2024/0917" in html
+    assert str(html_path) in paths
+    assert "invoice_not_rendered" not in _events(logs)
+
+
+def test_an_invoice_that_cannot_be_rendered_is_filed_without_html_and_logged(
+    gateway: service.Gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = tmp_path / "broken.xsl"
+    broken.write_bytes(b"<not-a-stylesheet/>")
+    monkeypatch.setattr(gateway.schemas, "stylesheet_for", lambda fmt: broken)
+    account = gateway.config.accounts[0]
+    with capture_logs() as logs:
+        outcome = inbound.file_message(
+            gateway, account, inbound.Source("INBOX", 1, 1), _supplier_envelope()
+        )
+    assert outcome == "invoice"
+    [failure] = [line for line in logs if line["event"] == "invoice_not_rendered"]
+    assert failure["received_file"] == SUPPLIER
+    assert "broken.xsl" in failure["reason"]
+    assert not [name for name in _files(account.inbox) if name.endswith(".html")]
+    assert len(_paths(gateway.store.incoming_status("main")[0])) == 3
