@@ -199,6 +199,8 @@ def _prepare(
     )
     if resend:
         _log.warning("invoice_resent", file=record.file_name, message_id=message_id)
+    if not gw.store.sdi_address_history(account.name):  # field quirk F2
+        _log.warning("sdi_address_not_learned", sdi_address=address, hint=_NOT_LEARNED_HINT)
     message = compose.compose(
         file_name=record.file_name,
         data=data,
@@ -208,6 +210,12 @@ def _prepare(
         date=gw.clock(),
     )
     return record, message
+
+
+_NOT_LEARNED_HINT = (
+    "no SDI message has arrived yet, so SDI's own address (sdiNN) is not known: this file goes "
+    "to the configured address; from SDI's first answer on, its address is used by itself"
+)
 
 
 def _domain(account: Account) -> str:
