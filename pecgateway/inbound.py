@@ -9,15 +9,13 @@ transaction; see inbound_files.py), then the inbox folder; the caller acknowledg
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
-from pecgateway import filename, lifecycle, render, report, sink
+from pecgateway import filename, inbound_invoice, lifecycle, sink
 from pecgateway.classify import Kind, Node, classify, walk
-from pecgateway.errors import InvalidTransition, PecGatewayError
-from pecgateway.filename import NotificationType
-from pecgateway.inbound_files import Plan, json_bytes, write_pending
+from pecgateway.errors import InvalidTransition
+from pecgateway.inbound_files import Source, Unit, write_pending
+from pecgateway.inbound_invoice import is_mt
 from pecgateway.log import get_logger
 from pecgateway.pec import PecMessage
 from pecgateway.store import Item, Outgoing
@@ -30,39 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["Source", "file_message", "is_filed", "quarantine"]
 
 _log = get_logger()
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """Where a message came from: ``imap:<uidvalidity>/<uid>`` in the audit trail."""
-
-    folder: str
-    uidvalidity: int
-    uid: int
-
-    def __str__(self) -> str:
-        return f"imap:{self.uidvalidity}/{self.uid}"
-
-    @property
-    def eml_name(self) -> str:
-        return f"imap-{self.uidvalidity}-{self.uid}.eml"
-
-
-@dataclass(slots=True)
-class _Unit:
-    """One message being handled: its collaborators and the files it plans to write."""
-
-    gw: Gateway
-    account: Account
-    source: Source
-    plan: Plan = field(default_factory=Plan)
-
-    def route(self, kind: sink.Kind, name: str) -> PurePosixPath:
-        return sink.route(kind, name, self.gw.clock(), self.gw.config.inbox_language)
-
-    def shown(self, relpath: PurePosixPath) -> str:
-        """The planned path, for the log line (a clash may add `` (2)`` when written)."""
-        return str(self.account.inbox.joinpath(*relpath.parts))
 
 
 def file_message(gw: Gateway, account: Account, source: Source, raw: bytes) -> str:
@@ -80,7 +45,7 @@ def file_message(gw: Gateway, account: Account, source: Source, raw: bytes) -> s
         )
         return seen.outcome
     node = classify(raw, source.eml_name)
-    unit = _Unit(gw, account, source)
+    unit = Unit(gw, account, source)
     with gw.store.atomic():
         outcome = _record(unit, node, raw)
         inbound_id = _remember(unit, digest, node, outcome)
@@ -94,7 +59,7 @@ def is_filed(gw: Gateway, account: Account, raw: bytes) -> bool:
     return gw.store.find_inbound_message(account.name, digest) is not None
 
 
-def _remember(unit: _Unit, digest: str, node: Node | None, outcome: str) -> int:
+def _remember(unit: Unit, digest: str, node: Node | None, outcome: str) -> int:
     message_id = node.pec.message_id if node is not None and node.pec is not None else None
     return unit.gw.store.record_inbound_message(
         unit.account.name,
@@ -107,7 +72,7 @@ def _remember(unit: _Unit, digest: str, node: Node | None, outcome: str) -> int:
     )
 
 
-def _record(unit: _Unit, node: Node, raw: bytes) -> str:
+def _record(unit: Unit, node: Node, raw: bytes) -> str:
     """The message's effects in the store and its planned files; returns the outcome."""
     message = node.pec
     if message is not None and message.sdi_address:
@@ -115,20 +80,16 @@ def _record(unit: _Unit, node: Node, raw: bytes) -> str:
     event = lifecycle.event_for_receipt(message.type.value) if message and message.type else None
     if message is not None and event is not None:
         return _receipt(unit, node, message, event)
-    notifications = [n for n in walk(node) if n.notification and not _is_mt(n.notification)]
+    notifications = [n for n in walk(node) if n.notification and not is_mt(n.notification)]
     invoices = [n for n in walk(node) if n.kind is Kind.INVOICE and n is not node]
     if notifications:
         for child in notifications:
             _notification(unit, child)
         return "notification"
     if invoices:
-        _supplier_invoices(unit, node, invoices)
+        inbound_invoice.file_invoices(unit, node, invoices)
         return "invoice"
     return _quarantine(unit, raw, _why_quarantined(node))
-
-
-def _is_mt(notification: Notification) -> bool:
-    return notification.type is NotificationType.MT
 
 
 def _why_quarantined(node: Node) -> str:
@@ -145,7 +106,7 @@ def _why_quarantined(node: Node) -> str:
     return "not a PEC receipt, SDI notification or invoice (a plain e-mail)"
 
 
-def _learn_sdi_address(unit: _Unit, address: str) -> None:
+def _learn_sdi_address(unit: Unit, address: str) -> None:
     source = str(unit.source)
     if unit.gw.store.set_sdi_address(unit.account.name, address, at=unit.gw.clock(), source=source):
         _log.warning("sdi_address_changed", sdi_address=address.lower(), source=source)
@@ -154,7 +115,7 @@ def _learn_sdi_address(unit: _Unit, address: str) -> None:
 # ---- PEC receipts ------------------------------------------------------------------------------
 
 
-def _receipt(unit: _Unit, node: Node, message: PecMessage, event: lifecycle.Event) -> str:
+def _receipt(unit: Unit, node: Node, message: PecMessage, event: lifecycle.Event) -> str:
     gw, account = unit.gw, unit.account
     reference = message.riferimento_message_id
     outgoing = gw.store.find_outgoing_by_message_id(reference, account.name) if reference else None
@@ -190,7 +151,7 @@ def _receipt(unit: _Unit, node: Node, message: PecMessage, event: lifecycle.Even
 
 
 def _advance(
-    unit: _Unit,
+    unit: Unit,
     outgoing: Outgoing,
     event: lifecycle.Event,
     detail: str,
@@ -229,7 +190,7 @@ def _advance(
 # ---- SDI notifications -------------------------------------------------------------------------
 
 
-def _notification(unit: _Unit, node: Node) -> None:
+def _notification(unit: Unit, node: Node) -> None:
     gw, account = unit.gw, unit.account
     notification = node.notification
     assert notification is not None
@@ -271,7 +232,7 @@ def _notification(unit: _Unit, node: Node) -> None:
         )
 
 
-def _correlate(unit: _Unit, notification: Notification) -> Outgoing | None:
+def _correlate(unit: Unit, notification: Notification) -> Outgoing | None:
     """By NomeFile (with or without .p7m, any case), then by IdentificativoSdI."""
     store, account = unit.gw.store, unit.account.name
     found = None
@@ -294,91 +255,6 @@ def _describe(notification: Notification) -> str:
     return "; ".join(parts)
 
 
-# ---- suppliers' invoices -----------------------------------------------------------------------
-
-
-def _supplier_invoices(unit: _Unit, envelope: Node, invoices: list[Node]) -> None:
-    metadata = [n for n in walk(envelope) if n.notification and _is_mt(n.notification)]
-    for node in invoices:
-        if unit.gw.store.find_incoming(unit.account.name, sha256=_dedup_key(node)) is not None:
-            _log.info("invoice_already_received", received_file=node.filename)
-            continue
-        _file_invoice(unit, node, _matching_mt(node, metadata))
-
-
-def _dedup_key(node: Node) -> str:
-    """SHA-256 of the unwrapped XML (field quirk BL-41): a re-signed copy is the same invoice."""
-    return hashlib.sha256(node.payload).hexdigest() if node.payload is not None else node.sha256
-
-
-def _matching_mt(node: Node, metadata: list[Node]) -> Node | None:
-    for mt in metadata:
-        nome = mt.notification.nome_file if mt.notification else None
-        if nome and node.filename and filename.same_invoice_file(nome, node.filename):
-            return mt
-    return metadata[0] if len(metadata) == 1 else None
-
-
-def _file_invoice(unit: _Unit, node: Node, mt: Node | None) -> None:
-    """The original byte for byte, the unwrapped XML, its HTML, the MT and the inspect facts."""
-    gw, plan = unit.gw, unit.plan
-    name = node.filename or "invoice.xml"
-    notification = mt.notification if mt else None
-    identificativo = notification.identificativo_sdi if notification else None
-    item_id = gw.store.record_incoming(
-        unit.account.name,
-        file_name=name,
-        sha256=_dedup_key(node),
-        identificativo_sdi=identificativo,
-        received=gw.clock(),
-        source=str(unit.source),
-    )
-    original = plan.add(
-        Item.INCOMING, item_id, unit.route(sink.Kind.RECEIVED_INVOICE, name), node.data
-    )
-    stem = filename.invoice_stem(name)
-    if node.payload is not None:
-        plan.beside(Item.INCOMING, item_id, original, stem + ".xml", node.payload)
-    html = _html(unit, node, name)
-    if html is not None:
-        plan.beside(Item.INCOMING, item_id, original, stem + ".html", html)
-    if mt is not None:
-        plan.beside(Item.INCOMING, item_id, original, mt.filename or "metadata.xml", mt.data)
-    check = _hash_check(node, notification)
-    facts = {**report.to_json(node, name), "mt_hash_check": check, "source": str(unit.source)}
-    plan.beside(Item.INCOMING, item_id, original, original.name + ".json", json_bytes(facts))
-    if check == "mismatch":
-        _log.warning("invoice_hash_mismatch", received_file=name, identificativo_sdi=identificativo)
-    _log.info(
-        "invoice_received",
-        received_file=name,
-        identificativo_sdi=identificativo,
-        path=unit.shown(original),
-    )
-
-
-def _html(unit: _Unit, node: Node, name: str) -> bytes | None:
-    """The invoice rendered for people with the installed official stylesheet; None without one
-    or when rendering fails (logged: the invoice is filed anyway)."""
-    stylesheet = unit.gw.schemas.stylesheet_for(node.invoice.format) if node.invoice else None
-    if stylesheet is None:
-        return None
-    xml = node.payload if node.payload is not None else node.data
-    try:
-        return render.render_html(xml, stylesheet)
-    except PecGatewayError as exc:
-        _log.warning("invoice_not_rendered", received_file=name, reason=str(exc))
-        return None
-
-
-def _hash_check(node: Node, notification: Notification | None) -> str:
-    """``ok`` / ``mismatch`` of the MT's Hash (SHA-256 of the file as sent), ``absent`` without."""
-    expected = (notification.hash or "").strip().lower() if notification else ""
-    if not expected:
-        return "absent"
-    return "ok" if expected == hashlib.sha256(node.data).hexdigest() else "mismatch"
-
-
 # ---- quarantine --------------------------------------------------------------------------------
 
 
@@ -387,7 +263,7 @@ def quarantine(gw: Gateway, account: Account, source: Source, raw: bytes, reason
 
     For a message whose handling failed before anything was recorded (``is_filed`` is False).
     """
-    unit = _Unit(gw, account, source)
+    unit = Unit(gw, account, source)
     with gw.store.atomic():
         outcome = _quarantine(unit, raw, reason)
         inbound_id = _remember(unit, hashlib.sha256(raw).hexdigest(), None, outcome)
@@ -395,7 +271,7 @@ def quarantine(gw: Gateway, account: Account, source: Source, raw: bytes, reason
     return outcome
 
 
-def _quarantine(unit: _Unit, raw: bytes, reason: str) -> str:
+def _quarantine(unit: Unit, raw: bytes, reason: str) -> str:
     relpath = unit.route(sink.Kind.QUARANTINE, unit.source.eml_name)
     item_id = unit.gw.store.record_quarantine(
         unit.account.name,
