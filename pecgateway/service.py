@@ -24,6 +24,7 @@ from pecgateway.schema import SchemaSet
 from pecgateway.store import Store
 
 __all__ = [
+    "OVERDUE_NOTE",
     "Clock",
     "Gateway",
     "Notify",
@@ -34,6 +35,7 @@ __all__ = [
     "run_once",
 ]
 
+OVERDUE_NOTE = "sdi-outcome-overdue"  # audit note: flagged (and logged) once, even across restarts
 Notify = Callable[[str], None]  # systemd notifications ("READY=1", "STATUS=...", "WATCHDOG=1")
 _log = get_logger()
 
@@ -77,7 +79,10 @@ def open_gateway(
     except BaseException:
         store.close()
         raise
-    return Gateway(config, store, schemas, clock=clock, new_token=new_token, once=once)
+    flagged = store.outgoing_with_event(OVERDUE_NOTE)
+    return Gateway(
+        config, store, schemas, clock=clock, new_token=new_token, once=once, flagged=flagged
+    )
 
 
 async def run_once(
@@ -290,11 +295,26 @@ async def _move(account: Account, mailbox: imap.Mailbox, uid: int) -> None:
 
 async def _maintain(gateway: Gateway, account: Account, stop: asyncio.Event) -> None:
     """After each mailbox pass: claimed files waiting for reconciliation, overdue SDI outcomes."""
-    outbound.overdue(gateway, account)
+    _flag_overdue(gateway, account)
     lock = gateway.lock(account)
     if lock.locked() or gateway.once:
         return  # the outbox loop is busy (or will resume them itself in `once`)
     await _resume_claimed(gateway, account, stop)
+
+
+def _flag_overdue(gateway: Gateway, account: Account) -> None:
+    """No SDI outcome 5 days after delivery to SDI: logged once (``outbound.overdue`` skips the
+    ids in ``gateway.flagged``) and kept as an audit note, which seeds ``flagged`` at start."""
+    before = set(gateway.flagged)
+    for item in outbound.overdue(gateway, account):
+        if item.id not in before:
+            gateway.store.note(
+                item.id,
+                OVERDUE_NOTE,
+                at=gateway.clock(),
+                source="service",
+                detail=f"no SDI outcome since delivery to SDI at {item.delivered_at}",
+            )
 
 
 async def check_servers(config: Config) -> list[tuple[str, str | None]]:

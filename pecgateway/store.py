@@ -259,6 +259,13 @@ class Store(InboundRecords):
         )
         return [OutgoingEvent(**dict(row)) for row in rows]
 
+    def outgoing_with_event(self, event: str) -> set[int]:
+        """The ids of outgoing invoices (any account) whose audit trail holds ``event``."""
+        rows = self._db.execute(
+            "SELECT DISTINCT outgoing_id FROM outgoing_event WHERE event = ?", (event,)
+        )
+        return {int(row[0]) for row in rows}
+
     def _require(self, outgoing_id: int) -> Outgoing:
         found = self.find_outgoing(outgoing_id)
         if found is None:

@@ -16,7 +16,7 @@ import pytest
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
-from pecgateway import classify, inbound, sample, schema, service, sink
+from pecgateway import classify, inbound, sample, schema, service, sink, status
 from pecgateway.config import Config
 from pecgateway.filename import NotificationType
 from pecgateway.lifecycle import Event, State
@@ -788,3 +788,63 @@ def test_an_invoice_that_cannot_be_rendered_is_filed_without_html_and_logged(
     assert "broken.xsl" in failure["reason"]
     assert not [name for name in _files(account.inbox) if name.endswith(".html")]
     assert len(_paths(gateway.store.incoming_status("main")[0])) == 3
+
+
+# ---- overdue SDI outcome ------------------------------------------------------------------------
+
+
+def _delivered_to_sdi(store: Store, at: datetime) -> int:
+    record = store.record_outgoing("main", file_name=NAME, sha256="cd" * 32, at=at, flow="B2B")
+    store.transition(record.id, Event.SENDING, at=at, source="t", message_id="<late@pec.test>")
+    for event in (Event.SENT, Event.ACCETTAZIONE, Event.CONSEGNA):
+        store.transition(record.id, event, at=at, source="t")
+    return record.id
+
+
+async def test_no_sdi_outcome_5_days_after_delivery_is_flagged_and_logged_once(
+    config: Config, clock: Clock, store: Store
+) -> None:
+    outgoing_id = _delivered_to_sdi(store, clock.now)
+    clock.now += timedelta(days=4, hours=23)
+    assert "sdi_outcome_overdue" not in _events(await _once(config, clock))
+    clock.now += timedelta(hours=2)
+    first = await _once(config, clock)
+    later = await _once(config, clock)
+    assert _events(first).count("sdi_outcome_overdue") == 1
+    assert "sdi_outcome_overdue" not in _events(later)
+    notes = [e for e in store.events(outgoing_id) if e.event == service.OVERDUE_NOTE]
+    assert len(notes) == 1
+    doc = status.document(store, config, clock.now)
+    assert doc["outgoing"][0]["overdue"] is True
+    assert NAME in doc["warnings"][0]
+
+
+async def test_an_overdue_invoice_is_logged_once_across_the_passes_of_one_run(
+    tmp_path: Path,
+    schema_dir: Path,
+    smtp: SmtpServer,
+    mail_user: MailAccount,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = _account(
+        tmp_path, "main", smtp, mail_user, imap={"idle": False, "poll_interval_s": 0.05}
+    )
+    config = write_config(tmp_path, schema_dir, [table])
+    with Store(config.store_path) as opened:
+        _delivered_to_sdi(opened, clock.now - timedelta(days=6))
+    stop, passes = asyncio.Event(), []
+    real = service._flag_overdue
+
+    def counting(gateway: service.Gateway, account: Any) -> None:
+        real(gateway, account)
+        passes.append(1)
+        if len(passes) == 3:
+            stop.set()
+
+    monkeypatch.setattr(service, "_flag_overdue", counting)
+    with capture_logs() as logs:
+        async with asyncio.timeout(20):
+            await service.run(config, stop, clock=clock)
+    assert len(passes) >= 3
+    assert _events(logs).count("sdi_outcome_overdue") == 1
