@@ -37,8 +37,10 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 test: system-deps venv
+	rm -f .coverage .coverage.*
 	$(PY) -m coverage run -m pytest -q -p no:cacheprovider
-	$(PY) -m coverage report --fail-under=85
+	$(PY) -m coverage combine -q
+	$(PY) -m coverage report --fail-under=90
 
 check: lint typecheck test
 
