@@ -47,3 +47,6 @@ def test_demo_shows_every_outcome_and_the_filed_supplier_invoice(public_tmp_path
     assert any(received.rglob("IT09876543210_A0001_MT_001.xml"))
     assert (demo_dir / "outbox" / "rejected" / "IT01234567890_00004.xml.reason.txt").is_file()
     assert "Traceback" not in result.stderr
+    gateway_log = (demo_dir / "gateway.log").read_text(encoding="utf-8")
+    assert '"event": "unit_done"' in gateway_log or "unit_done" in gateway_log
+    assert (demo_dir / ".pecgateway-demo").is_file()

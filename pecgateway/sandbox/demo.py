@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -86,27 +87,40 @@ def _supplier_invoice(directory: Path, ca_dir: Path) -> Path:
 
 @contextlib.contextmanager
 def _child(name: str, argv: Sequence[str], log_path: Path, ready: str | None) -> Iterator[None]:
+    """A child whose stdout and stderr go to ``log_path`` (never a pipe nobody reads)."""
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
+        # Own session: Ctrl-C reaches only the demo, which then stops each child once, in order.
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     try:
         if ready is not None:
             _wait_for_line(proc, ready, name, log_path)
         yield
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _wait_for_line(proc: subprocess.Popen[bytes], expected: str, name: str, log: Path) -> None:
-    for raw in proc.stdout or ():
-        if raw.decode(errors="replace").strip() == expected:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        if expected in (line.strip() for line in lines):
             return
-    raise SystemExit(f"{name} stopped before it was ready; see {log}")
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise SystemExit(f"{name} did not start; its messages are in {log}")
 
 
 def _status(config: Path) -> dict[str, object]:
@@ -146,7 +160,7 @@ def _show_tree(root: Path) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     demo = Path(args.dir).resolve()
-    demo.mkdir(parents=True, exist_ok=True)
+    _fresh(demo)
     schemas = demo / "schemas"
     _say(f"Installing the official XSD schemas from {args.schemas_from}")
     subprocess.run(
@@ -168,6 +182,17 @@ def _run(args: argparse.Namespace) -> int:
             if args.linger:
                 _linger(demo, config)
     return 0
+
+
+def _fresh(demo: Path) -> None:
+    """Each run starts from scratch: the demo owns its directory (never a user's real folders)."""
+    marker = demo / ".pecgateway-demo"
+    if demo.exists() and any(demo.iterdir()):
+        if not marker.exists():
+            raise SystemExit(f"{demo} exists and is not a demo directory; choose another --dir")
+        shutil.rmtree(demo)
+    demo.mkdir(parents=True, exist_ok=True)
+    marker.write_text("made by pecgateway's demo; removed and made anew by each run\n")
 
 
 def _drop_and_deliver(demo: Path, config: Path) -> None:
@@ -204,10 +229,11 @@ def _report(demo: Path, config: Path) -> None:
 def _linger(demo: Path, config: Path) -> None:
     _say("The sandbox and the gateway are still running.")
     print(f"  Drop your own invoice files into {demo / 'outbox'} and watch them flow:")
-    print(f"    pecgateway status --config {config}")
+    print(f"    {Path(sys.executable).parent / 'pecgateway'} status --config {config}")
     print("  Press Ctrl-C to stop.")
     with contextlib.suppress(KeyboardInterrupt):
         signal.pause()
+    print("\nStopping the gateway and the sandbox...", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -221,7 +247,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=sys.stdin.isatty() and os.environ.get("CI") is None,
         help="keep running after the scripted part (default: when run from a terminal)",
     )
-    return _run(parser.parse_args(argv))
+    try:
+        return _run(parser.parse_args(argv))
+    except KeyboardInterrupt:
+        print("\nInterrupted: the gateway and the sandbox were stopped.")
+        return 130
 
 
 if __name__ == "__main__":
