@@ -3,6 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SCHEMAS_FROM ?= ../shared/corpus/xsd
+STYLESHEETS_FROM ?= ../shared/corpus/other
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := dovecot-imapd dovecot-lmtpd openssl python3-venv
 export PECGATEWAY_TEST_SCHEMAS ?= $(abspath $(SCHEMAS_FROM))
@@ -48,7 +49,8 @@ bench: venv
 	$(PY) bench/run.py
 
 demo: system-deps venv
-	$(PY) -m pecgateway.sandbox.demo --dir demo --schemas-from "$(SCHEMAS_FROM)"
+	$(PY) -m pecgateway.sandbox.demo --dir demo --schemas-from "$(SCHEMAS_FROM)" \
+	    --stylesheets-from "$(STYLESHEETS_FROM)"
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage demo

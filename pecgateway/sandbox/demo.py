@@ -167,6 +167,14 @@ def _run(args: argparse.Namespace) -> int:
         _pecgateway("schemas", "install", "--from", args.schemas_from, "--to", str(schemas)),
         check=True,
     )
+    if args.stylesheets_from and Path(args.stylesheets_from).is_dir():
+        _say(f"Installing the official stylesheets (HTML of invoices) from {args.stylesheets_from}")
+        subprocess.run(
+            _pecgateway(
+                "schemas", "install", "--from", args.stylesheets_from, "--to", str(schemas)
+            ),
+            check=False,
+        )
     _say("Starting the sandbox: Dovecot (IMAP), the PEC provider (SMTP) and the SDI simulator")
     sandbox = _pecgateway("sandbox", "--dir", str(demo), "--schemas", str(schemas))
     with _child("the sandbox", sandbox, demo / "sandbox.stderr.log", "ready"):
@@ -240,6 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pecgateway.sandbox.demo", description=__doc__)
     parser.add_argument("--dir", default="demo", help="where the demo lives (default: ./demo)")
     parser.add_argument("--schemas-from", required=True, help="directory holding the official XSDs")
+    parser.add_argument(
+        "--stylesheets-from",
+        help="directory holding the official XSL stylesheets (optional: HTML of received invoices)",
+    )
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for SDI")
     parser.add_argument(
         "--linger",
