@@ -298,6 +298,13 @@ def test_unreadable_invoice_xml_is_malformed() -> None:
     assert node.error
 
 
+def test_utf16_bom_before_bytes_that_are_not_utf16_is_malformed_with_the_reason() -> None:
+    node = classify(b"\xff\xfe<?xml", INVOICE_NAME)  # odd length: no UTF-16 text
+    assert node.kind is Kind.MALFORMED
+    assert node.error is not None
+    assert "UTF-16 byte order mark but is not UTF-16" in node.error
+
+
 def test_xml_of_another_kind_is_unknown_and_names_its_root() -> None:
     node = classify(b"<?xml version='1.0'?><Segnatura><Oggetto>x</Oggetto></Segnatura>", "s.xml")
     assert node.kind is Kind.UNKNOWN
@@ -370,6 +377,24 @@ def test_pec_receipt_is_pec_without_contents() -> None:
 
 def test_mail_is_recognised_whatever_its_name() -> None:
     assert classify(pec_receipt(), "IT01234567890_00001.xml").kind is Kind.PEC
+
+
+def test_mail_starting_with_an_mbox_from_line_is_email_with_its_attachments() -> None:
+    mbox = b"From fatture@alfa.example.it Fri Mar  1 10:00:00 2024\n"
+    node = classify(mbox + plain_mail({INVOICE_NAME: invoice_xml()}), "saved.mbox")
+    assert node.kind is Kind.EMAIL
+    assert _kinds(node) == [(INVOICE_NAME, Kind.INVOICE)]
+
+
+def test_mail_nested_deeper_than_the_limit_stops_with_malformed() -> None:
+    data = plain_mail({INVOICE_NAME: invoice_xml()})
+    for level in range(classify_module.MAX_NESTING + 1):
+        data = zip_of({f"level{level}.zip" if level else "message.eml": data})
+    deepest = list(walk(classify(data, "nested.zip")))[-1]
+    assert deepest.filename == "message.eml"
+    assert deepest.kind is Kind.MALFORMED
+    assert deepest.error == "e-mail nested too deeply to be opened"
+    assert deepest.contents == ()
 
 
 # ---- zip ---------------------------------------------------------------------------------------------
@@ -484,6 +509,13 @@ def test_empty_file_is_malformed() -> None:
 
 def test_whitespace_only_p7m_is_malformed() -> None:
     assert classify(b" \n", "IT05979361218_fake.xml.p7m").kind is Kind.MALFORMED
+
+
+def test_caller_depth_beyond_the_recursion_bound_is_malformed_not_opened() -> None:
+    node = classify(invoice_xml(), INVOICE_NAME, depth=100)
+    assert node.kind is Kind.MALFORMED
+    assert node.invoice is None
+    assert node.error == "content nested too deeply to be opened"
 
 
 def test_random_binary_is_unknown() -> None:
