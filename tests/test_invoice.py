@@ -299,6 +299,19 @@ def test_decode_text_reads_unknown_declared_encoding_as_utf8() -> None:
     assert warnings == ("unknown encoding 'klingon' declared: read as UTF-8",)
 
 
+def test_decode_text_reads_utf8_bytes_the_declared_encoding_cannot_decode_as_utf8() -> None:
+    clean, warnings = invoice.decode_text(
+        b'<?xml version="1.0" encoding="US-ASCII"?><a>\xc3\xa8</a>'
+    )
+    assert clean == "<a>è</a>".encode()
+    assert warnings == ("declared encoding 'US-ASCII' does not fit the bytes: read as UTF-8",)
+
+
+def test_decode_text_refuses_a_utf16_bom_before_bytes_that_are_not_utf16() -> None:
+    with pytest.raises(MalformedMessage, match="UTF-16 byte order mark but is not UTF-16"):
+        invoice.decode_text(b"\xff\xfe<?xml")  # odd length: no UTF-16 text
+
+
 # ---- properties ------------------------------------------------------------------------------------
 
 
