@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from email.message import EmailMessage
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -211,6 +212,49 @@ def test_text_summary_of_a_notification_explains_it() -> None:
     assert "SDI notification NS" in text
     assert "SDI refused the invoice" in text
     assert "error 00200: File non conforme al formato" in text
+
+
+def test_text_summary_of_an_outcome_notification_gives_the_esito() -> None:
+    ne = notification_xml(
+        "NotificaEsito", extra="<EsitoCommittente><Esito>EC02</Esito></EsitoCommittente>"
+    )
+    text = render_text(classify(ne, "IT01234567890_00001_NE_001.xml"))
+    assert "SDI notification NE" in text
+    assert "  esito EC02" in text.splitlines()
+
+
+def _errore_consegna_receipt() -> bytes:
+    """A provider's non-delivery receipt (errore-consegna) whose daticert says why."""
+    daticert = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<postacert tipo="errore-consegna" errore="no-dest">'
+        "<intestazione><mittente>fatture@pec.alfa.example.it</mittente>"
+        '<destinatari tipo="certificato">sdi01@pec.fatturapa.it</destinatari>'
+        f"<oggetto>{INVOICE_NAME}</oggetto></intestazione>"
+        "<dati><gestore-emittente>Provider PEC S.p.A.</gestore-emittente>"
+        "<identificativo>opec2.20240301100000.3@pec.provider.example.it</identificativo>"
+        "<errore-esteso>5.1.1 - Utente non valido</errore-esteso></dati></postacert>"
+    ).encode()
+    receipt = EmailMessage()
+    receipt["From"] = "posta-certificata@pec.provider.example.it"
+    receipt["To"] = "fatture@pec.alfa.example.it"
+    receipt["Subject"] = f"AVVISO DI MANCATA CONSEGNA: {INVOICE_NAME}"
+    receipt["Message-ID"] = "<opec2.20240301100000.3@pec.provider.example.it>"
+    receipt["X-Ricevuta"] = "errore-consegna"
+    receipt["X-Riferimento-Message-ID"] = "<out-1@alfa.example.it>"
+    receipt.set_content("Errore di consegna.")
+    receipt.add_attachment(daticert, maintype="application", subtype="xml", filename="daticert.xml")
+    return receipt.as_bytes()
+
+
+def test_text_summary_of_a_delivery_error_receipt_gives_the_error_and_its_detail() -> None:
+    text = render_text(classify(_errore_consegna_receipt()), "mancata.eml")
+    assert text.startswith("mancata.eml: PEC message (errore-consegna)")
+    assert "  error: no-dest 5.1.1 - Utente non valido" in text.splitlines()
+
+
+def test_text_summary_of_an_accepted_receipt_shows_no_error_line() -> None:
+    text = render_text(classify(pec_receipt()), "accettazione.eml")
+    assert not any(line.strip().startswith("error:") for line in text.splitlines())
 
 
 def test_text_summary_of_a_broken_file_says_why() -> None:
