@@ -49,8 +49,6 @@ def parse(data: bytes) -> etree._Element:
         root = etree.fromstring(data, parser=_parser(recover=False))
     except etree.XMLSyntaxError as exc:
         raise MalformedMessage(f"not well-formed XML: {exc.msg} (line {exc.lineno})") from exc
-    except ValueError as exc:
-        raise MalformedMessage(f"not parseable as XML: {exc}") from exc
     return root
 
 
@@ -59,7 +57,7 @@ def parse_recovering(data: bytes) -> etree._Element:
     _refuse_dtd(data)
     try:
         root = etree.fromstring(data, parser=_parser(recover=True))
-    except (etree.XMLSyntaxError, ValueError) as exc:
+    except etree.XMLSyntaxError as exc:
         raise MalformedMessage(f"not parseable as XML even with recovery: {exc}") from exc
     if root is None:
         raise MalformedMessage("not parseable as XML even with recovery: no root element")
