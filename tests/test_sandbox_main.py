@@ -318,3 +318,48 @@ def test_control_request_with_a_wrong_token_is_refused(sandbox: Running) -> None
     with pytest.raises(ControlError, match="token"):
         send_request(int(str(control["port"])), "not-the-token", request)
     assert sandbox.mailbox() == []
+
+
+def test_without_usable_schemas_the_sandbox_refuses_to_start_and_says_how(
+    tmp_path: Path,
+) -> None:
+    environment = {**os.environ, "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data")}
+    environment.pop("STATE_DIRECTORY", None)
+    result = subprocess.run(
+        _pecgateway("sandbox", "--dir", str(tmp_path / "sandbox")),
+        capture_output=True,
+        text=True,
+        check=False,
+        env=environment,
+    )
+    assert result.returncode == 2
+    assert "pecgateway schemas install --from" in result.stderr
+    assert "--schemas DIR" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "sandbox").exists()
+
+
+@pytest.mark.parametrize("before", [True, False], ids=["dir-before-command", "dir-after-command"])
+def test_deliver_takes_dir_before_or_after_the_sub_command(tmp_path: Path, before: bool) -> None:
+    path = tmp_path / sample.file_name()
+    path.write_bytes(sample.fpr12())
+    where = ["--dir", str(tmp_path / "none")]
+    argv = (
+        ["sandbox", *where, "deliver", str(path)]
+        if before
+        else ["sandbox", "deliver", *where, str(path)]
+    )
+    result = subprocess.run(_pecgateway(*argv), capture_output=True, text=True, check=False)
+    assert result.returncode == 1
+    assert f"no running sandbox in {tmp_path / 'none'}" in result.stderr
+
+
+def test_deliver_without_dir_is_a_usage_error_naming_it(tmp_path: Path) -> None:
+    result = subprocess.run(
+        _pecgateway("sandbox", "deliver", str(tmp_path / "x.xml")),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--dir DIR is required" in result.stderr

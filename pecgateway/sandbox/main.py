@@ -39,14 +39,22 @@ CONSEGNA_DELAY_S = {"demo": 1.0, "fast": 0.0}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Adds ``sandbox`` (with ``deliver`` and ``inject``) to pecgateway's command line."""
+    """Adds ``sandbox`` (with ``deliver`` and ``inject``) to pecgateway's command line.
+
+    ``--dir`` is accepted before or after ``deliver``/``inject``.
+    """
     p = sub.add_parser(
         "sandbox",
         help="run a local PEC provider and SDI simulator on real mail servers",
         description="Without a sub-command: start the sandbox in DIR and run until SIGINT/SIGTERM.",
     )
-    p.add_argument("--dir", metavar="DIR", help="the sandbox directory (created when missing)")
-    p.add_argument("--schemas", metavar="DIR", help="installed XSDs (default: the usual place)")
+    p.add_argument("--dir", metavar="DIR", help=_DIR_HELP + " (created when missing)")
+    p.add_argument(
+        "--schemas",
+        metavar="DIR",
+        help="the official XSDs, installed or as downloaded (default: the installed ones, in "
+        "$STATE_DIRECTORY/schemas or ~/.local/share/pecgateway/schemas)",
+    )
     p.add_argument(
         "--delays",
         choices=sorted(DELAYS),
@@ -55,16 +63,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.set_defaults(handler=_cmd_run)
     commands = p.add_subparsers(dest="sandbox_command", metavar="COMMAND")
-    deliver = commands.add_parser(
-        "deliver", help="a supplier's invoice reaches the mailbox the way SDI delivers it"
-    )
-    deliver.add_argument("--dir", metavar="DIR", required=True)
-    deliver.add_argument("invoice", metavar="INVOICE", help=".xml or .xml.p7m")
-    deliver.set_defaults(handler=_cmd_deliver)
-    inject = commands.add_parser("inject", help="put a raw message into the mailbox unchanged")
-    inject.add_argument("--dir", metavar="DIR", required=True)
-    inject.add_argument("message", metavar="MESSAGE.eml")
-    inject.set_defaults(handler=_cmd_inject)
+    for name, text, target, target_help, handler in (
+        (
+            "deliver",
+            "a supplier's invoice reaches the mailbox the way SDI delivers it",
+            "invoice",
+            "the supplier's invoice: .xml or .xml.p7m",
+            _cmd_deliver,
+        ),
+        (
+            "inject",
+            "put a raw message into the mailbox unchanged",
+            "message",
+            "a raw mail message (.eml), e.g. a real PEC message",
+            _cmd_inject,
+        ),
+    ):
+        command = commands.add_parser(name, help=text, description=text)
+        # SUPPRESS: when absent here, the --dir given before the sub-command is kept.
+        command.add_argument("--dir", metavar="DIR", default=argparse.SUPPRESS, help=_DIR_HELP)
+        command.add_argument(target, metavar=target.upper(), help=target_help)
+        command.set_defaults(handler=handler)
+
+
+_DIR_HELP = "the sandbox directory"
+_NO_DIR = "--dir DIR is required: where the sandbox keeps its files"
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> int:
@@ -75,7 +98,9 @@ def _fail(message: str, code: int = EXIT_FAILED) -> int:
 # ---- deliver / inject: clients of the running sandbox -------------------------------------------
 
 
-def _send(directory: str, command: str, path: Path) -> int:
+def _send(directory: str | None, command: str, path: Path) -> int:
+    if not directory:
+        return _fail(_NO_DIR, EXIT_USAGE)
     layout = Layout(Path(directory).resolve())
     try:
         data = path.read_bytes()
@@ -109,35 +134,37 @@ def _cmd_inject(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     if not args.dir:
-        return _fail("--dir DIR is required: where the sandbox keeps its files", EXIT_USAGE)
+        return _fail(_NO_DIR, EXIT_USAGE)
     from pecgateway.sandbox.dovecot import INSTALL_HINT
 
     if shutil.which("dovecot") is None:
         raise ConfigError(INSTALL_HINT)
+    schemas, schema_dir = _schemas(args)
     layout = Layout(Path(args.dir).resolve())
     layout.root.mkdir(parents=True, exist_ok=True)
     from pecgateway.sandbox.journal import open_journal
 
     with open_journal(layout.log_file) as log:
-        return _run(layout, args, log)
+        return _run(layout, args, log, schemas, schema_dir)
 
 
-def _schemas(args: argparse.Namespace, log: Any) -> tuple[Any, Path]:
+def _schemas(args: argparse.Namespace) -> tuple[Any, Path]:
+    """The XSDs SDI checks files against, and the schema_dir the written config names.
+
+    Refuses (ConfigError, exit 2) when none are usable: without them SDI's answers would not be
+    SDI's, and the written configuration would not run."""
     from pecgateway import schema
 
     directory = Path(args.schemas).resolve() if args.schemas else schema.default_dir()
-    if args.schemas:
-        return schema.load(directory), directory
     try:
         return schema.load(directory), directory
     except ConfigError as exc:
-        log.warning(
-            "sandbox_schemas_missing",
-            schema_dir=str(directory),
-            reason=str(exc),
-            effect="SDI checks well-formedness only, not the XSD; pass --schemas DIR",
-        )
-        return None, directory
+        looked = "" if args.schemas else " (without --schemas, the installed ones)"
+        raise ConfigError(
+            f"the sandbox needs the official XSDs{looked}: {exc.reason}; or start it with "
+            "--schemas DIR (the folder you downloaded them to)",
+            key="--schemas",
+        ) from None
 
 
 def _dovecot_dir(layout: Layout, log: Any) -> tuple[Path, bool]:
@@ -157,13 +184,12 @@ def _dovecot_dir(layout: Layout, log: Any) -> tuple[Path, bool]:
     return temporary, True
 
 
-def _run(layout: Layout, args: argparse.Namespace, log: Any) -> int:
+def _run(layout: Layout, args: argparse.Namespace, log: Any, schemas: Any, schema_dir: Path) -> int:
     """Dovecot is started and stopped from the main thread (its death signal is tied to it)."""
     from pecgateway.sandbox.ca import SandboxCA
     from pecgateway.sandbox.dovecot import Dovecot
 
     ca = SandboxCA.load_or_create(layout.ca_dir)
-    schemas, schema_dir = _schemas(args, log)
     directory, temporary = _dovecot_dir(layout, log)
     dovecot = Dovecot(directory, {layout.user: layout.password()}, ca=ca)
     try:
