@@ -21,6 +21,7 @@ from pecgateway.sink import Language
 from pecgateway.tomltable import TableReader
 
 __all__ = [
+    "DEFAULT_CREDENTIALS_DIR",
     "DEFAULT_SCHEMA_DIR",
     "DEFAULT_SDI_ADDRESS",
     "DEFAULT_STORE_PATH",
@@ -31,12 +32,14 @@ __all__ = [
     "Security",
     "SmtpConfig",
     "config_path",
+    "credentials_dir",
     "load",
 ]
 
 DEFAULT_SDI_ADDRESS = "sdi01@pec.fatturapa.it"
 DEFAULT_STORE_PATH = "/var/lib/pecgateway/pecgateway.sqlite3"
 DEFAULT_SCHEMA_DIR = "/var/lib/pecgateway/schemas"
+DEFAULT_CREDENTIALS_DIR = Path("/etc/pecgateway/credentials")  # the unit's LoadCredential= files
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
@@ -88,8 +91,9 @@ _NO_PASSWORD = (
 )
 _ONE_PASSWORD_SOURCE = "set exactly one of password_file and password_credential"
 _NO_CREDENTIALS_DIRECTORY = (
-    "$CREDENTIALS_DIRECTORY is not set: run under systemd with LoadCredential=, or use "
-    "password_file"
+    "$CREDENTIALS_DIRECTORY is not set (systemd sets it for LoadCredential=) and "
+    f"{DEFAULT_CREDENTIALS_DIR} is missing or not readable by this user: pass --credentials-dir "
+    "DIR (the folder holding the credential files; root may read the unit's), or use password_file"
 )
 
 
@@ -199,17 +203,52 @@ def config_path(arg: str | Path | None, environ: Mapping[str, str] | None = None
     return Path(chosen)
 
 
-def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Read and validate ``path``; read the passwords now (files or ``$CREDENTIALS_DIRECTORY``).
+def credentials_dir(
+    arg: str | Path | None,
+    environ: Mapping[str, str] | None = None,
+    default: Path = DEFAULT_CREDENTIALS_DIR,
+) -> Path | None:
+    """Where ``password_credential`` names are files: ``arg``, else ``$CREDENTIALS_DIRECTORY``
+    (systemd's, for ``LoadCredential=``), else ``default`` (the unit's source folder) when this
+    user may read it (root, by hand), else None."""
+    env = os.environ if environ is None else environ
+    chosen = arg or env.get("CREDENTIALS_DIRECTORY")
+    if chosen:
+        return Path(chosen)
+    if default.is_dir() and os.access(default, os.R_OK | os.X_OK):
+        return default
+    return None
 
-    ``environ`` defaults to ``os.environ`` (only ``CREDENTIALS_DIRECTORY`` is used). Raises one
-    ``ConfigError`` listing every problem, one per line, each starting with its key path.
+
+@dataclass(frozen=True, slots=True)
+class _Secrets:
+    """How passwords are read at load: not at all (commands that never log in), or from files."""
+
+    read: bool
+    directory: Path | None  # where password_credential names are files
+
+
+def load(
+    path: Path,
+    environ: Mapping[str, str] | None = None,
+    *,
+    read_secrets: bool = True,
+    credentials_dir: Path | None = None,
+) -> Config:
+    """Read and validate ``path``; with ``read_secrets`` read the passwords now.
+
+    ``password_credential`` names a file in ``credentials_dir``, else in ``$CREDENTIALS_DIRECTORY``
+    of ``environ`` (default ``os.environ``). Without ``read_secrets`` (status, validate: commands
+    that never log in) every password is an empty ``Secret`` and only its setting is checked.
+    Raises one ``ConfigError`` listing every problem, one per line, each starting with its key path.
     """
     document = _read_toml(path)
-    reader = TableReader(
-        path.parent, os.environ if environ is None else environ, refused={"password": _NO_PASSWORD}
+    env = os.environ if environ is None else environ
+    reader = TableReader(path.parent, env, refused={"password": _NO_PASSWORD})
+    directory = credentials_dir or (
+        Path(env["CREDENTIALS_DIRECTORY"]) if env.get("CREDENTIALS_DIRECTORY") else None
     )
-    config = _config(reader, document, path)
+    config = _config(reader, document, path, _Secrets(read_secrets, directory))
     _check_accounts(reader, config.accounts if config else ())
     if reader.problems or config is None:
         raise ConfigError(
@@ -223,12 +262,14 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except OSError as error:
-        raise ConfigError(f"cannot read {path}: {error.strerror}", key=str(path)) from None
+        raise ConfigError(f"cannot read the file ({error.strerror})", key=str(path)) from None
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path} is not valid TOML: {error}", key=str(path)) from None
+        raise ConfigError(f"not valid TOML: {error}; fix the place named", key=str(path)) from None
 
 
-def _config(reader: TableReader, document: Mapping[str, Any], path: Path) -> Config | None:
+def _config(
+    reader: TableReader, document: Mapping[str, Any], path: Path, secrets: _Secrets
+) -> Config | None:
     reader.keys(document, "", _TOP_KEYS)
     store_path = reader.path(document, "", "store_path", DEFAULT_STORE_PATH)
     schema_dir = reader.path(document, "", "schema_dir", DEFAULT_SCHEMA_DIR)
@@ -241,7 +282,7 @@ def _config(reader: TableReader, document: Mapping[str, Any], path: Path) -> Con
         reader.fail("accounts", "expected at least one [[accounts]] table")
         return None
     accounts = tuple(
-        _account(reader, reader.table(raw, f"accounts[{index}]"), f"accounts[{index}]")
+        _account(reader, reader.table(raw, _label(index, raw)), _label(index, raw), secrets)
         for index, raw in enumerate(raw_accounts)
     )
     return Config(
@@ -254,20 +295,28 @@ def _config(reader: TableReader, document: Mapping[str, Any], path: Path) -> Con
     )
 
 
-def _account(reader: TableReader, table: Mapping[str, Any], prefix: str) -> Account:
+def _label(index: int, raw: object) -> str:
+    """``accounts[0]``, with the account's name when it has a valid one: ``accounts[0] (main)``."""
+    name = raw.get("name") if isinstance(raw, dict) else None
+    if isinstance(name, str) and _NAME.fullmatch(name):
+        return f"accounts[{index}] ({name})"
+    return f"accounts[{index}]"
+
+
+def _account(
+    reader: TableReader, table: Mapping[str, Any], prefix: str, secrets: _Secrets
+) -> Account:
     reader.keys(table, prefix, _ACCOUNT_KEYS)
     address = reader.text(table, prefix, "address", pattern=_ADDRESS, what="a mail address")
+    smtp_table = reader.table(table.get("smtp"), f"{prefix}.smtp")
+    imap_table = reader.table(table.get("imap"), f"{prefix}.imap")
     return Account(
         name=reader.text(table, prefix, "name", pattern=_NAME, what=_NAME_WHAT),
         address=address,
         outbox=reader.path(table, prefix, "outbox"),
         inbox=reader.path(table, prefix, "inbox"),
-        smtp=_smtp(
-            reader, reader.table(table.get("smtp"), f"{prefix}.smtp"), f"{prefix}.smtp", address
-        ),
-        imap=_imap(
-            reader, reader.table(table.get("imap"), f"{prefix}.imap"), f"{prefix}.imap", address
-        ),
+        smtp=_smtp(reader, smtp_table, f"{prefix}.smtp", address, secrets),
+        imap=_imap(reader, imap_table, f"{prefix}.imap", address, secrets),
         sdi_address=reader.text(
             table,
             prefix,
@@ -288,6 +337,7 @@ def _server(
     prefix: str,
     address: str,
     ports: Mapping[str, int],
+    secrets: _Secrets,
 ) -> dict[str, Any]:
     """The keys SMTP and IMAP share."""
     security = reader.choice(table, prefix, "security", "tls", list(ports))
@@ -296,22 +346,26 @@ def _server(
         "port": reader.integer(table, prefix, "port", ports[security], 1, 65535),
         "security": Security(security),
         "username": reader.text(table, prefix, "username", address or "unset"),
-        "password": _password(reader, table, prefix),
+        "password": _password(reader, table, prefix, secrets),
         "ca_file": reader.optional_file(table, prefix, "ca_file"),
         "timeout_s": reader.seconds(table, prefix, "timeout_s", 60.0),
     }
 
 
-def _smtp(reader: TableReader, table: Mapping[str, Any], prefix: str, address: str) -> SmtpConfig:
+def _smtp(
+    reader: TableReader, table: Mapping[str, Any], prefix: str, address: str, secrets: _Secrets
+) -> SmtpConfig:
     reader.keys(table, prefix, _SMTP_KEYS)
     return SmtpConfig(
-        **_server(reader, table, prefix, address, {"tls": 465, "starttls": 587}),
+        **_server(reader, table, prefix, address, {"tls": 465, "starttls": 587}, secrets),
         retry_initial_s=reader.seconds(table, prefix, "retry_initial_s", 5.0),
         retry_max_s=reader.seconds(table, prefix, "retry_max_s", 900.0),
     )
 
 
-def _imap(reader: TableReader, table: Mapping[str, Any], prefix: str, address: str) -> ImapConfig:
+def _imap(
+    reader: TableReader, table: Mapping[str, Any], prefix: str, address: str, secrets: _Secrets
+) -> ImapConfig:
     reader.keys(table, prefix, _IMAP_KEYS)
     folder = reader.text(table, prefix, "folder", "INBOX", what="a mailbox folder name")
     move_to = reader.raw(table, prefix, "move_to", "")
@@ -319,7 +373,7 @@ def _imap(reader: TableReader, table: Mapping[str, Any], prefix: str, address: s
         reader.fail(f"{prefix}.move_to", f'expected "" or a folder other than {folder!r}')
         move_to = ""
     return ImapConfig(
-        **_server(reader, table, prefix, address, {"tls": 993, "starttls": 143}),
+        **_server(reader, table, prefix, address, {"tls": 993, "starttls": 143}, secrets),
         folder=folder,
         move_to=move_to or None,
         idle=reader.flag(table, prefix, "idle", True),
@@ -330,15 +384,16 @@ def _imap(reader: TableReader, table: Mapping[str, Any], prefix: str, address: s
     )
 
 
-def _password(reader: TableReader, table: Mapping[str, Any], prefix: str) -> Secret:
+def _password(
+    reader: TableReader, table: Mapping[str, Any], prefix: str, secrets: _Secrets
+) -> Secret:
     has_file, has_credential = "password_file" in table, "password_credential" in table
     if has_file == has_credential:
         reader.fail(f"{prefix}.password_file", _ONE_PASSWORD_SOURCE)
         return Secret("")
     if has_file:
-        return _read_secret(
-            reader, reader.path(table, prefix, "password_file"), f"{prefix}.password_file"
-        )
+        path = reader.path(table, prefix, "password_file")
+        return _read_secret(reader, path, f"{prefix}.password_file") if secrets.read else Secret("")
     name = reader.text(
         table,
         prefix,
@@ -346,11 +401,12 @@ def _password(reader: TableReader, table: Mapping[str, Any], prefix: str) -> Sec
         pattern=_CREDENTIAL,
         what="a credential name (letters, digits, . _ -)",
     )
-    directory = reader.environ.get("CREDENTIALS_DIRECTORY")
-    if not directory:
+    if not secrets.read or not name:
+        return Secret("")
+    if secrets.directory is None:
         reader.fail(f"{prefix}.password_credential", _NO_CREDENTIALS_DIRECTORY)
         return Secret("")
-    return _read_secret(reader, Path(directory) / name, f"{prefix}.password_credential")
+    return _read_secret(reader, secrets.directory / name, f"{prefix}.password_credential")
 
 
 def _read_secret(reader: TableReader, path: Path, key: str) -> Secret:
@@ -371,16 +427,17 @@ def _read_secret(reader: TableReader, path: Path, key: str) -> Secret:
 
 def _check_accounts(reader: TableReader, accounts: Sequence[Account]) -> None:
     """Names unique; every outbox and inbox folder distinct from all others and not nested."""
+    labels = [_label(index, {"name": account.name}) for index, account in enumerate(accounts)]
     seen: dict[str, int] = {}
     for index, account in enumerate(accounts):
         if account.name and account.name in seen:
             reader.fail(
-                f"accounts[{index}].name",
+                f"{labels[index]}.name",
                 f"{account.name!r} is also accounts[{seen[account.name]}]'s name",
             )
         seen.setdefault(account.name, index)
     folders = [
-        (f"accounts[{index}].{role}", getattr(account, role))
+        (f"{labels[index]}.{role}", getattr(account, role))
         for index, account in enumerate(accounts)
         for role in ("outbox", "inbox")
     ]

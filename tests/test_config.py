@@ -17,6 +17,7 @@ from pecgateway.config import (
     Security,
     SmtpConfig,
     config_path,
+    credentials_dir,
     load,
 )
 from pecgateway.errors import ConfigError
@@ -104,7 +105,7 @@ def test_password_never_appears_in_repr(tmp_path: Path) -> None:
 def test_password_in_the_file_is_refused_with_the_reason(tmp_path: Path) -> None:
     text = account_toml(smtp='password = "hunter2"')
     message = problems(tmp_path, text, environ={})
-    assert "accounts[0].smtp.password: passwords never go in this file" in message
+    assert "accounts[0] (main).smtp.password: passwords never go in this file" in message
     assert "hunter2" not in message
 
 
@@ -120,7 +121,44 @@ def test_password_credential_reads_from_credentials_directory(tmp_path: Path) ->
 def test_password_credential_without_systemd_says_so(tmp_path: Path) -> None:
     text = account_toml().replace('password_file = "secret"', 'password_credential = "x"')
     message = problems(tmp_path, text, environ={})
-    assert "accounts[0].smtp.password_credential: $CREDENTIALS_DIRECTORY is not set" in message
+    assert "accounts[0] (main).smtp.password_credential: $CREDENTIALS_DIRECTORY is not set" in message
+
+
+def test_password_credential_reads_from_the_credentials_dir_given(tmp_path: Path) -> None:
+    credentials = tmp_path / "by-hand"
+    credentials.mkdir()
+    (credentials / "main-smtp").write_text("typed-by-root\n", encoding="utf-8")
+    text = account_toml().replace('password_file = "secret"', 'password_credential = "main-smtp"')
+    config = load(write_config(tmp_path, text), environ={}, credentials_dir=credentials)
+    assert config.accounts[0].smtp.password.reveal() == "typed-by-root"
+
+
+def test_without_reading_secrets_a_missing_password_file_is_no_problem(tmp_path: Path) -> None:
+    text = account_toml().replace('password_file = "secret"', 'password_file = "absent"')
+    config = load(write_config(tmp_path, text), environ={}, read_secrets=False)
+    assert config.accounts[0].smtp.password.reveal() == ""
+
+
+def test_without_reading_secrets_credentials_need_no_systemd(tmp_path: Path) -> None:
+    text = account_toml().replace('password_file = "secret"', 'password_credential = "main-pec"')
+    config = load(write_config(tmp_path, text), environ={}, read_secrets=False)
+    assert config.accounts[0].imap.password.reveal() == ""
+
+
+def test_without_reading_secrets_the_password_setting_is_still_checked(tmp_path: Path) -> None:
+    text = account_toml().replace('password_file = "secret"', 'password_credential = "a b"')
+    message = problems(tmp_path, text, environ={}, read_secrets=False)
+    assert "accounts[0] (main).smtp.password_credential: expected a credential name" in message
+
+
+def test_credentials_dir_prefers_the_argument_then_systemd_then_the_units_folder(
+    tmp_path: Path,
+) -> None:
+    env = {"CREDENTIALS_DIRECTORY": "/run/credentials/pecgateway.service"}
+    assert credentials_dir("/given", env, default=tmp_path) == Path("/given")
+    assert credentials_dir(None, env, default=tmp_path) == Path(env["CREDENTIALS_DIRECTORY"])
+    assert credentials_dir(None, {}, default=tmp_path) == tmp_path
+    assert credentials_dir(None, {}, default=tmp_path / "absent") is None
 
 
 def test_missing_password_file_names_key_and_path(tmp_path: Path) -> None:
@@ -129,7 +167,7 @@ def test_missing_password_file_names_key_and_path(tmp_path: Path) -> None:
         'host = "imap.example.it"\npassword_file = "nope"',
     )
     message = problems(tmp_path, text, environ={})
-    assert f"accounts[0].imap.password_file: cannot read the password from {tmp_path / 'nope'}" in (
+    assert f"accounts[0] (main).imap.password_file: cannot read the password from {tmp_path / 'nope'}" in (
         message
     )
 
@@ -168,7 +206,7 @@ def test_every_problem_is_reported_at_once_with_its_key_path(tmp_path: Path) -> 
 def test_required_keys_are_named_when_missing(tmp_path: Path) -> None:
     message = problems(tmp_path, '[[accounts]]\nname = "a"\n[accounts.smtp]\n[accounts.imap]\n')
     for key in ("address", "outbox", "inbox", "smtp.host", "imap.host"):
-        assert f"accounts[0].{key}: missing (required)" in message
+        assert f"accounts[0] (a).{key}: missing (required)" in message
 
 
 def test_a_file_without_accounts_is_an_error(tmp_path: Path) -> None:
@@ -176,10 +214,15 @@ def test_a_file_without_accounts_is_an_error(tmp_path: Path) -> None:
     assert "accounts: expected at least one [[accounts]] table" in message
 
 
-def test_not_toml_names_the_file(tmp_path: Path) -> None:
+def test_not_toml_names_the_file_once(tmp_path: Path) -> None:
     message = problems(tmp_path, "this is = = not toml")
-    assert "is not valid TOML" in message
-    assert "pecgateway.toml" in message
+    assert message.startswith(f"{tmp_path / 'pecgateway.toml'}: not valid TOML")
+    assert message.count("pecgateway.toml") == 1
+
+
+def test_an_account_without_a_valid_name_is_named_by_its_index_only(tmp_path: Path) -> None:
+    message = problems(tmp_path, account_toml(name="Bad Name!", imap="port = 0"), environ={})
+    assert "accounts[0].imap.port: expected an integer" in message
 
 
 def test_missing_file_names_the_file(tmp_path: Path) -> None:
@@ -201,28 +244,28 @@ def test_unknown_account_name_lists_the_known_ones(tmp_path: Path) -> None:
 
 def test_account_names_must_be_unique(tmp_path: Path) -> None:
     text = account_toml("alpha") + account_toml("alpha").replace("alpha/", "other/")
-    assert "accounts[1].name: 'alpha' is also accounts[0]'s name" in problems(tmp_path, text)
+    assert "accounts[1] (alpha).name: 'alpha' is also accounts[0]'s name" in problems(tmp_path, text)
 
 
 def test_folders_must_be_distinct_between_accounts(tmp_path: Path) -> None:
     text = account_toml("alpha") + account_toml("beta").replace('"beta/inbox"', '"alpha/inbox"')
-    assert "accounts[1].inbox:" in problems(tmp_path, text)
+    assert "accounts[1] (beta).inbox:" in problems(tmp_path, text)
 
 
 def test_outbox_inside_the_inbox_is_refused(tmp_path: Path) -> None:
     text = account_toml().replace('outbox = "main/outbox"', 'outbox = "main/inbox/out"')
-    assert "accounts[0].inbox:" in problems(tmp_path, text)
+    assert "accounts[0] (main).inbox:" in problems(tmp_path, text)
     assert "use separate folders" in problems(tmp_path, text)
 
 
 def test_move_to_must_differ_from_the_folder_read(tmp_path: Path) -> None:
     text = account_toml(imap='move_to = "INBOX"')
-    assert "accounts[0].imap.move_to:" in problems(tmp_path, text)
+    assert "accounts[0] (main).imap.move_to:" in problems(tmp_path, text)
 
 
 def test_ca_file_must_exist(tmp_path: Path) -> None:
     text = account_toml(smtp='ca_file = "ca.pem"')
-    assert f"accounts[0].smtp.ca_file: {tmp_path / 'ca.pem'} does not exist" in problems(
+    assert f"accounts[0] (main).smtp.ca_file: {tmp_path / 'ca.pem'} does not exist" in problems(
         tmp_path, text
     )
 
