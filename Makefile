@@ -41,7 +41,7 @@ test: system-deps venv
 	rm -f .coverage .coverage.*
 	$(PY) -m coverage run -m pytest -q -p no:cacheprovider
 	$(PY) -m coverage combine -q
-	$(PY) -m coverage report --fail-under=90
+	$(PY) -m coverage report --fail-under=95
 
 check: lint typecheck test
 
