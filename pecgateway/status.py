@@ -1,20 +1,21 @@
 """What `pecgateway status` shows: the store's snapshot per account (contracts.md section 2).
 
 Owns the choice between one account's object and ``{"accounts": {...}}``, the overdue flags (no SDI
-outcome 5 days after delivery to SDI) and the short human summary. Reads the store, writes nothing.
+outcome 5 days after delivery to SDI), the short human summary (times in local time; the JSON keeps
+ISO 8601 UTC) and the one-line summary of what a ``once`` pass did. Reads the store, writes nothing.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from pecgateway import lifecycle
 from pecgateway.config import Account, Config
 from pecgateway.store import Store
 
-__all__ = ["document", "render_text"]
+__all__ = ["document", "pass_summary", "render_text"]
 
 
 def document(
@@ -52,32 +53,49 @@ def _when(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def render_text(doc: dict[str, Any]) -> str:
-    """A few readable lines per account."""
+def render_text(doc: dict[str, Any], tz: tzinfo | None = None) -> str:
+    """A few readable lines per account; times in ``tz`` (default: this machine's local time)."""
     accounts = doc.get("accounts")
     if isinstance(accounts, dict):
-        return "\n\n".join(f"[{name}]\n{_text(item)}" for name, item in accounts.items())
-    return _text(doc)
+        return "\n\n".join(f"[{name}]\n{_text(item, tz)}" for name, item in accounts.items())
+    return _text(doc, tz)
 
 
-def _text(item: dict[str, Any]) -> str:
+def _local(value: object, tz: tzinfo | None) -> str:
+    """An ISO 8601 time with its zone as ``2024-05-06 12:00:00 CEST``; anything else unchanged."""
+    try:
+        when = datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if when.tzinfo is None:
+        return str(value)
+    return when.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z").rstrip()
+
+
+def _text(item: dict[str, Any], tz: tzinfo | None) -> str:
     outgoing: list[dict[str, Any]] = item.get("outgoing", [])
     states = Counter(str(entry.get("state")) for entry in outgoing)
     lines = [f"SDI address: {item.get('sdi_address')}"]
     summary = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
     lines.append(f"outgoing: {len(outgoing)}" + (f" ({summary})" if summary else ""))
     for entry in outgoing[-_SHOWN:]:
-        lines += _outgoing_lines(entry)
+        lines += _outgoing_lines(entry, tz)
     incoming: list[dict[str, Any]] = item.get("incoming", [])
     lines.append(f"incoming: {len(incoming)}")
-    lines += [f"  {e.get('file')} (received {e.get('received')})" for e in incoming[-_SHOWN:]]
+    lines += [
+        f"  {e.get('file')} (received {_local(e.get('received'), tz)})" for e in incoming[-_SHOWN:]
+    ]
+    orphans: list[dict[str, Any]] = item.get("orphans", [])
+    if orphans:
+        lines.append(f"about files we never sent: {len(orphans)}")
+        lines += [line for entry in orphans[-_SHOWN:] for line in _orphan_lines(entry, tz)]
     quarantined: list[dict[str, Any]] = item.get("quarantined", [])
     lines.append(f"quarantined: {len(quarantined)}")
     for entry in quarantined[-_SHOWN:]:
         lines.append(f"  {entry.get('what')}: {entry.get('reason')}")
         lines.append(f"    kept at {entry.get('path')}")
     lines += [f"WARNING: {warning}" for warning in item.get("warnings", [])]
-    if len(outgoing) > _SHOWN or len(incoming) > _SHOWN or len(quarantined) > _SHOWN:
+    if max(len(outgoing), len(incoming), len(orphans), len(quarantined)) > _SHOWN:
         lines.append(f"(the last {_SHOWN} of each are shown; --json lists everything)")
     return "\n".join(lines)
 
@@ -85,11 +103,11 @@ def _text(item: dict[str, Any]) -> str:
 _SHOWN = 20
 
 
-def _outgoing_lines(entry: dict[str, Any]) -> list[str]:
+def _outgoing_lines(entry: dict[str, Any], tz: tzinfo | None) -> list[str]:
     sdi_id = entry.get("identificativo_sdi")
     head = f"  {entry.get('file')}: {entry.get('state')}"
     head += f", IdentificativoSdI {sdi_id}" if sdi_id else ""
-    lines = [head + f" (updated {entry.get('updated')})"]
+    lines = [head + f" (updated {_local(entry.get('updated'), tz)})"]
     if entry.get("meaning"):
         lines.append(f"    {entry['meaning']}")
     if entry.get("state") in _EXPLAINED_BY_LAST_EVENT:
@@ -99,4 +117,67 @@ def _outgoing_lines(entry: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _orphan_lines(entry: dict[str, Any], tz: tzinfo | None) -> list[str]:
+    """A receipt or notification about a file we never sent (another program's, or a mistake)."""
+    about = entry.get("file_name") or entry.get("message_id") or "an unknown file"
+    sdi_id = entry.get("identificativo_sdi")
+    head = f"  {entry.get('kind')} about {about}" + (
+        f", IdentificativoSdI {sdi_id}" if sdi_id else ""
+    )
+    lines = [f"{head} (received {_local(entry.get('received'), tz)})"]
+    paths: list[str] = entry.get("paths", [])
+    lines += [f"    kept at {path}" for path in paths[:1]]
+    return lines
+
+
 _EXPLAINED_BY_LAST_EVENT = {"rejected", "sdi-rejected", "not-accepted", "pec-error", "pa-refused"}
+
+
+# ---- what one `once` pass did -------------------------------------------------------------------
+
+_E = lifecycle.Event
+_OUTBOX_EVENTS = frozenset({_E.CLAIMED, _E.REJECTED, _E.SENDING, _E.SENT, _E.SEND_FAILED})
+_MAILBOX_EVENTS = frozenset(event.value for event in _E if event not in _OUTBOX_EVENTS)
+
+
+def pass_summary(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """What happened between two status documents, one line per account, e.g.
+    ``outbox: 2 sent, 1 rejected; mailbox: 5 receipts and notifications filed, 1 quarantined``."""
+    old, new = _by_account(before), _by_account(after)
+    lines = []
+    for name, doc in new.items():
+        line = _pass_line(old.get(name, {}), doc)
+        lines.append(f"{name}: {line}" if len(new) > 1 else line)
+    return "\n".join(lines)
+
+
+def _by_account(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    accounts = doc.get("accounts")
+    return accounts if isinstance(accounts, dict) else {"": doc}
+
+
+def _pass_line(old: dict[str, Any], new: dict[str, Any]) -> str:
+    known = {(e.get("file"), e.get("created")): len(e.get("events", [])) for e in _list(old)}
+    events: Counter[str] = Counter()
+    for entry in _list(new):
+        seen = known.get((entry.get("file"), entry.get("created")), 0)
+        events.update(str(event.get("event")) for event in entry.get("events", [])[seen:])
+    outbox = f"outbox: {events[_E.SENT.value]} sent, {events[_E.REJECTED.value]} rejected"
+    if events[_E.SEND_FAILED.value]:
+        outbox += f", {events[_E.SEND_FAILED.value]} refused by the SMTP server"
+    filed = sum(events[name] for name in _MAILBOX_EVENTS)
+    mailbox = [f"{filed} receipts and notifications filed"]
+    for key, what in (
+        ("incoming", "supplier invoice(s) received"),
+        ("orphans", "about files we never sent"),
+        ("quarantined", "quarantined"),
+    ):
+        count = len(new.get(key, [])) - len(old.get(key, []))
+        if count or key == "quarantined":
+            mailbox.append(f"{count} {what}")
+    return f"{outbox}; mailbox: {', '.join(mailbox)}"
+
+
+def _list(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    outgoing: list[dict[str, Any]] = doc.get("outgoing", [])
+    return outgoing

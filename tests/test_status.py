@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -108,3 +108,82 @@ def test_render_text_explains_each_state_and_shows_quarantine_reasons() -> None:
     assert "IT09876543210_abc12.xml.p7m (received 2026-12-01)" in text
     assert "imap uid 7: plain e-mail" in text
     assert "kept at /q/7.eml" in text
+
+
+def test_render_text_shows_times_in_local_time_and_json_keeps_utc() -> None:
+    doc = {
+        "sdi_address": "sdi01@pec.fatturapa.it",
+        "outgoing": [
+            {"file": "IT01234567890_00001.xml", "state": "sent", "updated": NOW.isoformat()}
+        ],
+        "incoming": [{"file": "IT09876543210_abc12.xml", "received": NOW.isoformat()}],
+        "quarantined": [],
+    }
+    rome_summer = timezone(timedelta(hours=2), "CEST")
+    text = status.render_text(doc, tz=rome_summer)
+    assert "(updated 2024-05-06 12:00:00 CEST)" in text
+    assert "(received 2024-05-06 12:00:00 CEST)" in text
+    assert doc["outgoing"][0]["updated"] == "2024-05-06T10:00:00+00:00"
+
+
+def test_render_text_counts_and_lists_notifications_about_files_we_never_sent(
+    tmp_path: Path,
+) -> None:
+    config = _config(tmp_path, "alpha")
+    with Store(config.store_path) as store:
+        for number in (1, 2):
+            store.record_notification(
+                "alpha",
+                kind="NS",
+                file_name=f"IT99999999999_0000{number}.xml",
+                identificativo_sdi=f"77{number}",
+                message_id=None,
+                outgoing_id=None,
+                received=NOW,
+                source="imap uid 9",
+                detail="00404",
+            )
+        text = status.render_text(status.document(store, config, NOW), tz=UTC)
+    assert "about files we never sent: 2" in text
+    assert "NS about IT99999999999_00002.xml, IdentificativoSdI 772" in text
+    assert "(received 2024-05-06 10:00:00 UTC)" in text
+
+
+def _entry(name: str, *events: str) -> dict[str, object]:
+    return {"file": name, "created": "t0", "events": [{"event": event} for event in events]}
+
+
+def test_pass_summary_counts_what_the_pass_sent_rejected_filed_and_quarantined() -> None:
+    before = {
+        "outgoing": [_entry("A.xml", "claimed", "sending", "sent")],
+        "incoming": [],
+        "quarantined": [],
+        "orphans": [],
+    }
+    after = {
+        "outgoing": [
+            _entry(
+                "A.xml", "claimed", "sending", "sent", "accettazione", "avvenuta-consegna", "RC"
+            ),
+            _entry("B.xml", "claimed", "sending", "sent"),
+            _entry("C.xml", "claimed", "rejected"),
+        ],
+        "incoming": [{"file": "IT09876543210_abc12.xml"}],
+        "quarantined": [{"what": "imap uid 3"}],
+        "orphans": [],
+    }
+    assert status.pass_summary(before, after) == (
+        "outbox: 1 sent, 1 rejected; mailbox: 3 receipts and notifications filed, "
+        "1 supplier invoice(s) received, 1 quarantined"
+    )
+
+
+def test_pass_summary_has_one_line_per_account_when_there_are_several() -> None:
+    empty = {"outgoing": [], "incoming": [], "quarantined": []}
+    after = {"accounts": {"alpha": empty, "beta": {**empty, "outgoing": [_entry("B", "sent")]}}}
+    lines = status.pass_summary({"accounts": {"alpha": empty}}, after).splitlines()
+    tail = "; mailbox: 0 receipts and notifications filed, 0 quarantined"
+    assert lines == [
+        f"alpha: outbox: 0 sent, 0 rejected{tail}",
+        f"beta: outbox: 1 sent, 0 rejected{tail}",
+    ]
