@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import io
 import re
+import zipfile
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pecgateway import cli, sample, schema, validate
+from pecgateway import classify, cli, sample, schema, validate
 from pecgateway.schema import SchemaSet
 from tests.conftest import CORPUS
+from tests.factory import signing
 from tests.factory.invoices import (
     big_invoice,
     manifest_rows,
@@ -143,8 +146,8 @@ FAULTS = [
     pytest.param(
         replace_once(FPR, b'versione="FPR12"', b'versione="FPR11"'),
         NAME,
-        "schema-missing",
-        (2, None),
+        "versione",
+        (2, 1),
         id="unknown-versione",
     ),
 ]
@@ -302,3 +305,314 @@ def test_demo_invoices_two_valid_one_failing_our_checks(schemas: SchemaSet) -> N
     assert validate.check(sample.fpa12(numero="7"), NAME, schemas) == ()
     problems = validate.check(sample.schema_invalid(numero="8"), NAME, schemas)
     assert [p.code for p in problems] == ["schema"]
+
+
+# ---- signed files: decided by content, the signed XML gets every check ----------------------------
+
+SIGNED = "IT01234567890_00001.xml.p7m"
+SIGNED_FPR = signing.der_envelope(FPR)  # built once: signatures differ at each signing
+
+
+def test_signed_valid_invoice_passes_every_check(schemas: SchemaSet) -> None:
+    assert validate.check(SIGNED_FPR, SIGNED, schemas) == ()
+
+
+def test_signed_invoice_as_base64_text_passes(schemas: SchemaSet) -> None:
+    data = signing.base64_text(signing.der_envelope(FPR), width=76)
+    assert validate.check(data, SIGNED, schemas) == ()
+
+
+def test_signed_invoice_with_a_schema_fault_reports_it_inside_the_signed_xml(
+    schemas: SchemaSet,
+) -> None:
+    bad = replace_once(FPR, b"<Data>2024-01-15</Data>", b"<Data>01/12/2026</Data>")
+    (problem,) = validate.check(signing.der_envelope(bad), SIGNED, schemas)
+    assert problem.code == "schema"
+    assert problem.message.startswith("in the signed XML: ")
+    assert "sign the corrected XML again" in problem.hint
+    assert (problem.line, problem.column) == (56, 9)
+
+
+def test_signed_invoice_with_cp1252_bytes_reports_the_encoding(schemas: SchemaSet) -> None:
+    bad = replace_once(FPR, b"ALFA SERVIZI SRL", "ALFA 20° SRL".encode("cp1252"))
+    problems = validate.check(signing.der_envelope(bad), SIGNED, schemas)
+    assert [p.code for p in problems] == ["encoding"]
+    assert (problems[0].line, problems[0].column) == (20, 33)
+
+
+def test_signed_file_transmitter_is_checked_against_the_outer_name(schemas: SchemaSet) -> None:
+    problems = validate.check(signing.der_envelope(FPR), "IT09876543210_00001.xml.p7m", schemas)
+    assert [p.code for p in problems] == ["file-name-transmitter"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(SIGNED_FPR[:300], id="truncated"),
+        pytest.param(signing.corrupt_signer_infos(SIGNED_FPR), id="corrupt-signer"),
+        pytest.param(signing.detached_envelope(FPR), id="detached"),
+        pytest.param(b"\x00\x01 not an envelope at all", id="garbage"),
+    ],
+)
+def test_p7m_that_cannot_be_unwrapped_is_a_problem_with_a_hint(
+    schemas: SchemaSet, data: bytes
+) -> None:
+    problems = validate.check(data, SIGNED, schemas)
+    assert [p.code for p in problems] == ["p7m"]
+    assert problems[0].message.startswith("the signed file (.p7m) ")
+    assert "sign the invoice again" in problems[0].hint
+
+
+def test_base64_plain_xml_named_p7m_is_not_signed(schemas: SchemaSet) -> None:
+    problems = validate.check(signing.base64_text(FPR, width=76), SIGNED, schemas)
+    assert [p.code for p in problems] == ["p7m"]
+    assert "holds no signed envelope" in problems[0].message
+
+
+def test_signed_envelope_named_xml_is_a_name_problem(schemas: SchemaSet) -> None:
+    problems = validate.check(signing.der_envelope(FPR), NAME, schemas)
+    assert [p.code for p in problems] == ["file-name-extension"]
+    assert "rename the file IT01234567890_00001.xml.p7m" in problems[0].hint
+
+
+def test_cli_validate_says_ok_for_a_signed_invoice(
+    schema_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / SIGNED
+    path.write_bytes(signing.der_envelope(FPR))
+    assert _validate_cli(schema_dir, path) == 0
+    assert f"{path}: OK, ready to send to SDI" in capsys.readouterr().out
+
+
+# ---- zip archives: every entry checked, problems named after the entry ------------------------------
+
+ARCHIVE = "IT01234567890_00009.zip"
+
+
+def _zip(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_zip_of_valid_invoices_plain_and_signed_passes(schemas: SchemaSet) -> None:
+    data = _zip(
+        {
+            "IT01234567890_00001.xml": FPR,
+            "IT01234567890_00002.xml.p7m": signing.der_envelope(sample.fpa12()),
+        }
+    )
+    assert validate.check(data, ARCHIVE, schemas) == ()
+
+
+def test_zip_entry_problems_are_prefixed_by_the_entry_name(schemas: SchemaSet) -> None:
+    bad = replace_once(FPR, b"<Numero>1</Numero>", b"<Numero></Numero>")
+    data = _zip({"IT01234567890_00001.xml": FPR, "IT01234567890_00002.xml": bad})
+    (problem,) = validate.check(data, ARCHIVE, schemas)
+    assert problem.code == "schema"
+    assert problem.message.startswith("IT01234567890_00002.xml: ")
+    assert problem.line == 57
+
+
+def test_zip_entry_names_follow_the_sdi_rules(schemas: SchemaSet) -> None:
+    data = _zip({"fattura.xml": FPR, "IT01234567890_00002.xml.p7m": FPR})
+    problems = validate.check(data, ARCHIVE, schemas)
+    assert [(p.code, p.message.split(":")[0]) for p in problems] == [
+        ("file-name", "fattura.xml"),
+        ("file-name-extension", "IT01234567890_00002.xml.p7m"),
+    ]
+
+
+def test_zip_over_the_entry_limit_is_refused_with_classifys_bound(schemas: SchemaSet) -> None:
+    entries = {f"IT01234567890_{n:05d}.xml": b"<x/>" for n in range(classify.MAX_ENTRIES + 1)}
+    problems = validate.check(_zip(entries), ARCHIVE, schemas)
+    assert [p.code for p in problems] == ["zip"]
+    assert f"more than {classify.MAX_ENTRIES}" in problems[0].message
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        pytest.param(_zip({}), "holds no files", id="empty"),
+        pytest.param(b"PK\x03\x04" + b"\x00" * 40, "cannot be opened", id="corrupt"),
+        pytest.param(
+            _zip({"IT01234567890_00001.zip": _zip({"IT01234567890_00001.xml": FPR})}),
+            "archives within archives",
+            id="nested",
+        ),
+    ],
+)
+def test_unusable_zip_is_a_problem_with_a_hint(schemas: SchemaSet, data: bytes, words: str) -> None:
+    problems = validate.check(data, ARCHIVE, schemas)
+    assert [p.code for p in problems] == ["zip"]
+    assert words in problems[0].message
+    assert "zip program" in problems[0].hint
+
+
+def test_zip_named_xml_is_a_name_problem(schemas: SchemaSet) -> None:
+    problems = validate.check(_zip({"IT01234567890_00001.xml": FPR}), NAME, schemas)
+    assert [p.code for p in problems] == ["file-name-extension"]
+
+
+# ---- messages in plain words, positions never "None" -------------------------------------------------
+
+PLAIN = [
+    pytest.param(
+        (b"<Data>2024-01-15</Data>", b"<Data>01/12/2026</Data>"),
+        "DatiGeneraliDocumento/Data: '01/12/2026' is not a date: write it as year-month-day, "
+        "YYYY-MM-DD",
+        (56, 9),
+        id="date",
+    ),
+    pytest.param(
+        (b"<ImportoTotaleDocumento>122.00", b"<ImportoTotaleDocumento>122,00"),
+        "ImportoTotaleDocumento: '122,00' is not accepted: write an optional minus sign, up to 11 "
+        "digits, a dot (not a comma) and 2 decimal(s)",
+        (58, 9),
+        id="decimal",
+    ),
+    pytest.param(
+        (b"<TipoDocumento>TD01</TipoDocumento>", b"<TipoDocumento>TD99</TipoDocumento>"),
+        "TipoDocumento: 'TD99' is not one of the allowed codes: TD01, TD02",
+        (54, 9),
+        id="enumeration",
+    ),
+    pytest.param(
+        (b"<Numero>1</Numero>", b""),
+        "DatiGeneraliDocumento: <ImportoTotaleDocumento> is not allowed here: <Numero> must come at "
+        "this point (missing, or elements in the wrong order)",
+        (58, 9),
+        id="missing-element",
+    ),
+    pytest.param(
+        (b"<Numero>1</Numero>", b"<Numero>1</Numero><Sconto>1</Sconto>"),
+        "DatiGeneraliDocumento: <Sconto> is not allowed here: it is unknown, misspelt, or one too "
+        "many",
+        (57, 27),
+        id="unexpected-element",
+    ),
+    pytest.param(
+        (b"<Numero>1</Numero>", b"<Numero></Numero>"),
+        "Numero: the empty value is not accepted: write 1 to 20 characters, only plain letters",
+        (57, 9),
+        id="pattern-length",
+    ),
+    pytest.param(
+        (b"<IdPaese>IT</IdPaese>", b"<IdPaese>it</IdPaese>"),
+        "IdPaese: 'it' is not accepted: write 2 capital letters",
+        None,
+        id="pattern-letters",
+    ),
+    pytest.param(
+        (b"<TipoDocumento>TD01</TipoDocumento>", b"<TipoDocumento>TD1</TipoDocumento>"),
+        "TipoDocumento: 'TD1' has 3 character(s); it must have exactly 4",
+        (54, 9),
+        id="length-facet",
+    ),
+    pytest.param(
+        (b"<NumeroLinea>1<", b"<NumeroLinea>0<"),
+        "NumeroLinea: '0' is too small: it must be 1 or more",
+        (63, 9),
+        id="min-inclusive",
+    ),
+]
+
+
+@pytest.mark.parametrize(("edit", "words", "where"), PLAIN)
+def test_schema_problems_are_in_plain_words_with_path_and_position(
+    schemas: SchemaSet,
+    edit: tuple[bytes, bytes],
+    words: str,
+    where: tuple[int, int] | None,
+) -> None:
+    problems = validate.check(replace_once(FPR, *edit), NAME, schemas)
+    found = [p for p in problems if words in p.message]
+    assert found, [p.message for p in problems]
+    assert found[0].message.startswith("/p:FatturaElettronica/")
+    if where is not None:
+        assert (found[0].line, found[0].column) == where
+    for problem in problems:
+        assert not re.search(r"elementpath|<class|Xsd[A-Z]|datatypes", problem.message)
+
+
+def test_declared_encoding_problem_has_a_column(schemas: SchemaSet) -> None:
+    (problem,) = validate.check(with_declaration(FPR, "windows-1252"), NAME, schemas)
+    assert (problem.code, problem.line, problem.column) == ("encoding", 1, 31)
+    assert problem.location == "line 1, column 31"
+
+
+@pytest.mark.parametrize(
+    ("line", "column", "location"),
+    [(3, 7, "line 3, column 7"), (3, None, "line 3"), (None, None, ""), (None, 4, "")],
+)
+def test_problem_location_never_shows_an_unknown_part(
+    line: int | None, column: int | None, location: str
+) -> None:
+    assert validate.Problem("x", "m", line, column, "h").location == location
+
+
+@pytest.mark.parametrize(
+    ("data", "versione"),
+    [(sample.fpa12(), "FPA12"), (FPR, "FPR12"), (sample.fsm10(), "FSM10")],
+)
+def test_no_installed_schema_is_this_machines_problem_not_the_files(
+    tmp_path: Path, data: bytes, versione: str
+) -> None:
+    nothing_installed = schema.SchemaSet(tmp_path, {})
+    (problem,) = validate.check(data, NAME, nothing_installed)
+    assert problem.code == "schema-missing"
+    assert f"no schema for {versione} is installed on this machine" in problem.message
+    assert "pecgateway schemas install --from DIR" in problem.hint
+    assert "SDI would reject" not in problem.message + problem.hint
+    assert "use versione" not in problem.hint
+    assert problem.line is None
+    assert not problem.blames_file
+
+
+def test_unknown_versione_blames_the_file(schemas: SchemaSet) -> None:
+    data = replace_once(FPR, b'versione="FPR12"', b'versione="FPR11"')
+    (problem,) = [p for p in validate.check(data, NAME, schemas) if p.code == "versione"]
+    assert problem.blames_file
+    assert "FPR12" in problem.hint
+
+
+def test_cli_validate_never_prints_none_as_a_position(
+    schema_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / NAME
+    path.write_bytes(with_declaration(FPR, "windows-1252"))
+    assert _validate_cli(schema_dir, path) == 1
+    out = capsys.readouterr().out
+    assert "[encoding] line 1, column 31:" in out
+    assert "None" not in out
+
+
+# ---- properties: containers too -------------------------------------------------------------------
+
+CONTAINERS = [
+    SIGNED_FPR,
+    signing.base64_text(SIGNED_FPR, width=64),
+    _zip({"IT01234567890_00001.xml": FPR}),
+    _zip({"IT01234567890_00001.xml.p7m": SIGNED_FPR}),
+]
+
+
+@settings(
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    max_examples=60,
+    deadline=None,
+)
+@given(st.data())
+def test_check_never_raises_on_mutated_envelopes_and_archives(
+    schemas: SchemaSet, data: st.DataObject
+) -> None:
+    original = data.draw(st.sampled_from(CONTAINERS))
+    position = data.draw(st.integers(0, len(original) - 1))
+    chunk = data.draw(st.binary(max_size=8))
+    mutated = original[:position] + chunk + original[position + data.draw(st.integers(0, 8)) :]
+    name = data.draw(st.sampled_from([SIGNED, ARCHIVE, NAME, "x"]))
+    problems = validate.check(mutated, name, schemas)
+    assert all(isinstance(p, validate.Problem) for p in problems)
+    assert all("None" not in p.location for p in problems)
