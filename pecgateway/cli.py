@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from pecgateway import __version__
 from pecgateway import config as config_module
@@ -23,6 +25,7 @@ __all__ = ["main"]
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 128 + 13  # as if killed by SIGPIPE, like any program writing into `| head`
 MAX_INPUT_BYTES = 256 * 1024 * 1024
 
 Handler = Callable[[argparse.Namespace], int]
@@ -87,13 +90,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _schema_dir(args: argparse.Namespace) -> Path:
     from pecgateway import schema
 
-    if args.schemas:
+    if getattr(args, "schemas", None):
         return Path(args.schemas)
     config_path = args.config or schema.config_path_from_env()
     if config_path:
         from pecgateway import config
 
-        return config.load(Path(config_path)).schema_dir
+        return config.load(Path(config_path), read_secrets=False).schema_dir
     return schema.default_dir()
 
 
@@ -126,9 +129,12 @@ def _cmd_unwrap(args: argparse.Namespace) -> int:
     except MalformedMessage as exc:
         return _fail(f"{source}: cannot extract the signed content: {exc.reason}")
     for warning in unwrapped.warnings:
-        print(f"pecgateway: {source}: note: {warning}", file=sys.stderr)
+        if warning != p7m.PLAIN_XML_WARNING:
+            print(f"pecgateway: {source}: note: {warning}", file=sys.stderr)
     if args.output == "-":
         sys.stdout.buffer.write(unwrapped.payload)
+        if not unwrapped.signed:
+            print(f"pecgateway: {source}: {_NOT_SIGNED}; wrote it unchanged", file=sys.stderr)
         return EXIT_OK
     target = Path(args.output) if args.output else _default_unwrap_target(source)
     if target.resolve() == source.resolve():
@@ -139,9 +145,15 @@ def _cmd_unwrap(args: argparse.Namespace) -> int:
         target.write_bytes(unwrapped.payload)
     except OSError as exc:
         return _fail(f"{target}: cannot write ({exc.strerror}); check the folder")
+    if not unwrapped.signed:
+        print(f"{source}: {_NOT_SIGNED}; wrote it unchanged to {target}")
+        return EXIT_OK
     layers = len(unwrapped.layers)
-    print(f"{target}: {len(unwrapped.payload)} bytes extracted from {layers} layer(s)")
+    print(f"{target}: {len(unwrapped.payload)} bytes extracted from {layers} signed layer(s)")
     return EXIT_OK
+
+
+_NOT_SIGNED = "is not signed (plain XML): nothing to unwrap"
 
 
 def _default_unwrap_target(source: Path) -> Path:
@@ -166,33 +178,55 @@ def _cmd_schemas_install(args: argparse.Namespace) -> int:
 
 # ---- run / once / status / check-config (owned by the service) ---------------------------------
 
+_SERVICE_COMMANDS = (
+    ("run", "serve every account until SIGTERM/SIGINT (systemd Type=notify)"),
+    ("once", "one full pass over outboxes and mailboxes, then exit; prints a summary"),
+    ("status", "what the store knows: invoices, receipts, quarantine (needs no password)"),
+    ("check-config", "check the configuration, its folders and schemas, and log in to servers"),
+)
+_LOGS_IN = frozenset({"run", "once", "check-config"})
+
 
 def _add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Registers run, once, status and check-config."""
-    for name, handler, text in (
-        ("run", _cmd_run, "serve every account until SIGTERM/SIGINT (systemd Type=notify)"),
-        ("once", _cmd_once, "one full pass over outboxes and mailboxes, then exit"),
-        ("status", _cmd_status, "what the store knows: invoices, receipts, quarantine"),
-        ("check-config", _cmd_check_config, "validate the configuration and log in to servers"),
-    ):
-        p = sub.add_parser(name, help=text)
+    handlers: dict[str, Handler] = {
+        "run": _cmd_run,
+        "once": _cmd_once,
+        "status": _cmd_status,
+        "check-config": _cmd_check_config,
+    }
+    for name, text in _SERVICE_COMMANDS:
+        p = sub.add_parser(name, help=text, description=text)
         p.add_argument(
             "--config", metavar="FILE", help="configuration file (or $PECGATEWAY_CONFIG)"
         )
-        p.set_defaults(handler=handler)
+        p.set_defaults(handler=handlers[name])
+        if name in _LOGS_IN:
+            p.add_argument(
+                "--credentials-dir",
+                metavar="DIR",
+                help="where password_credential names are files (default: $CREDENTIALS_DIRECTORY "
+                f"under systemd, else {config_module.DEFAULT_CREDENTIALS_DIR} when readable)",
+            )
         if name == "status":
             p.add_argument("--json", action="store_true", help="print one JSON object")
             p.add_argument("--account", metavar="NAME", help="only this account")
 
 
 def _service_config(args: argparse.Namespace) -> config_module.Config:
-    return config_module.load(config_module.config_path(args.config))
+    """The configuration; passwords are read only for the commands that log in."""
+    path = config_module.config_path(args.config)
+    if args.command not in _LOGS_IN:
+        return config_module.load(path, read_secrets=False)
+    directory = config_module.credentials_dir(args.credentials_dir)
+    return config_module.load(path, credentials_dir=directory)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from pecgateway import log
+    from pecgateway import log, preflight
 
     cfg = _service_config(args)
+    preflight.require_store(cfg)
     log.configure(cfg.log_level)
     return asyncio.run(_serve(cfg))
 
@@ -203,47 +237,69 @@ async def _serve(cfg: config_module.Config) -> int:
 
     import sdnotify
 
-    from pecgateway import service
+    from pecgateway import log, service
 
     stop = asyncio.Event()
     main_task = asyncio.current_task()
     loop = asyncio.get_running_loop()
+    received: list[str] = []
 
-    def on_signal() -> None:
+    def on_signal(number: signal.Signals) -> None:
+        received.append(number.name)
         if stop.is_set() and main_task is not None:
             main_task.cancel()
         stop.set()
 
     for number in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(number, on_signal)
+        loop.add_signal_handler(number, on_signal, number)
     notifier = sdnotify.SystemdNotifier()
     try:
         await service.run(cfg, stop, notify=notifier.notify)
     except asyncio.CancelledError:
+        log.get_logger().warning("service_stopped", signal=", ".join(received), finished=False)
         return 130 if stop.is_set() else EXIT_FAILED
+    log.get_logger().info("service_stopped", signal=received[0] if received else None)
     return EXIT_OK
 
 
 def _cmd_once(args: argparse.Namespace) -> int:
-    from pecgateway import log, service
+    from pecgateway import log, preflight, service, status
 
     cfg = _service_config(args)
+    preflight.require_store(cfg)
+    before = _status_document(cfg)
     log.configure(cfg.log_level)
     asyncio.run(service.run_once(cfg))
+    print(status.pass_summary(before, _status_document(cfg)), flush=True)
     return EXIT_OK
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
+def _status_document(cfg: config_module.Config, account: str | None = None) -> dict[str, Any]:
+    """The status object; a store not created yet reads as an empty one (and stays uncreated)."""
     from datetime import UTC, datetime
 
     from pecgateway import status
     from pecgateway.store import Store
 
+    path = cfg.store_path if cfg.store_path.exists() else Path(":memory:")
+    with Store(path) as store:
+        return status.document(store, cfg, datetime.now(UTC), account)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from pecgateway import preflight, status
+
     cfg = _service_config(args)
     if args.account:
         cfg.account(args.account)  # ConfigError naming the known accounts
-    with Store(cfg.store_path) as store:
-        doc = status.document(store, cfg, datetime.now(UTC), args.account)
+    preflight.require_store(cfg)
+    if not cfg.store_path.exists():
+        print(
+            f"pecgateway: {cfg.store_path}: no store yet (the service creates it when it first "
+            "runs): nothing sent or received",
+            file=sys.stderr,
+        )
+    doc = _status_document(cfg, args.account)
     if args.json:
         print(json.dumps(doc, ensure_ascii=False, indent=2))
     else:
@@ -252,13 +308,20 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from pecgateway import service
+    from pecgateway import preflight, service
 
     cfg = _service_config(args)
     print(f"{cfg.source}: configuration OK ({len(cfg.accounts)} account(s))")
+    findings = preflight.check(cfg)
+    for item in findings:
+        state = f"FAILED: {item.problem}" if item.problem else f"OK ({item.detail})"
+        print(f"{item.key} {item.path}: {state}")
     results = asyncio.run(service.check_servers(cfg))
     for what, problem in results:
         print(f"{what}: login OK" if problem is None else f"{what}: FAILED: {problem}")
+    unusable = [item.key for item in findings if item.problem]
+    if unusable:
+        return _fail(f"not usable: {', '.join(unusable)}; fix the places named above", EXIT_USAGE)
     failed = [what for what, problem in results if problem is not None]
     if failed:
         return _fail(f"cannot log in to: {', '.join(failed)}; fix the settings named above")
@@ -269,33 +332,57 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _add_core_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("inspect", help="tell what a file is (invoice, p7m, notification, PEC, zip)")
-    p.add_argument("path")
+    text = "tell what a file is (invoice, p7m, notification, PEC message, zip)"
+    p = sub.add_parser("inspect", help=text, description=text)
+    p.add_argument("path", metavar="PATH", help="the file to look at (any name or extension)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_cmd_inspect)
 
-    p = sub.add_parser("validate", help="run the outbound checks SDI would run on invoice files")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    text = "run the outbound checks SDI would run on invoice files"
+    p = sub.add_parser("validate", help=text, description=text)
+    p.add_argument("files", nargs="+", metavar="FILE", help="invoice files (.xml or .xml.p7m)")
     _add_schema_options(p)
     p.set_defaults(handler=_cmd_validate)
 
-    p = sub.add_parser("unwrap", help="extract the content of a signed .p7m (any encoding)")
-    p.add_argument("input", metavar="IN")
-    p.add_argument("-o", "--output", metavar="OUT", help="where to write; '-' for stdout")
+    text = "extract the content of a signed .p7m (any encoding)"
+    p = sub.add_parser("unwrap", help=text, description=text)
+    p.add_argument("input", metavar="IN", help="the signed file (.p7m, .pk7, any encoding)")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="where to write; '-' for stdout (default: IN without .p7m, e.g. x.xml.p7m -> x.xml)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.set_defaults(handler=_cmd_unwrap)
 
     p = sub.add_parser("schemas", help="manage the official XSD schemas")
-    schemas_sub = p.add_subparsers(dest="schemas_command", required=True)
-    inst = schemas_sub.add_parser("install", help="copy the official XSDs after checking SHA-256")
-    inst.add_argument("--from", dest="source", required=True, metavar="DIR")
-    inst.add_argument("--to", dest="target", metavar="DIR", help="default: the configured dir")
-    _add_schema_options(inst)
+    schemas_sub = p.add_subparsers(dest="schemas_command", required=True, metavar="COMMAND")
+    text = "copy the official XSDs after checking their SHA-256"
+    inst = schemas_sub.add_parser("install", help=text, description=text)
+    inst.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="DIR",
+        help="the folder (or one file) with the XSDs downloaded from the Agenzia delle Entrate",
+    )
+    inst.add_argument(
+        "--to",
+        dest="target",
+        metavar="DIR",
+        help="where to install them (default: schema_dir of --config, else "
+        "$STATE_DIRECTORY/schemas or ~/.local/share/pecgateway/schemas)",
+    )
+    _add_schema_options(inst, schemas=False)
     inst.set_defaults(handler=_cmd_schemas_install)
 
 
-def _add_schema_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--schemas", metavar="DIR", help="schema directory (default: from the config)")
+def _add_schema_options(p: argparse.ArgumentParser, *, schemas: bool = True) -> None:
+    if schemas:
+        p.add_argument(
+            "--schemas", metavar="DIR", help="schema directory (default: from the config)"
+        )
     p.add_argument("--config", metavar="FILE", help="configuration file (or $PECGATEWAY_CONFIG)")
 
 
@@ -319,7 +406,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+    except BrokenPipeError:
+        return _stdout_closed()
     except ConfigError as exc:
         return _fail(f"configuration: {exc}", EXIT_USAGE)
     except FileNotFoundError as exc:
@@ -328,3 +418,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130
+    return code
+
+
+def _stdout_closed() -> int:
+    """The reader of our output went away (``status --json | head``): what a program killed by
+    SIGPIPE does, quietly. stdout goes to /dev/null so the flush at exit cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE

@@ -125,8 +125,9 @@ async def test_once_sends_the_outbox_and_status_shows_it(
     code, out, err = await _pecgateway("once", env=env)
     assert code == 0, err
     assert len(smtp.received) == 1
-    events = [json.loads(line)["event"] for line in out.splitlines()]
-    assert "invoice_sent" in events
+    *logs, summary = out.splitlines()
+    assert "invoice_sent" in [json.loads(line)["event"] for line in logs]
+    assert summary.startswith("outbox: 1 sent, 0 rejected; mailbox: ")
     assert mail_user.password not in out
     code, out, _err = await _pecgateway("status", "--json", env=env)
     assert code == 0
@@ -193,5 +194,103 @@ async def test_run_notifies_systemd_and_stops_on_sigterm(
             await smtp.data_arrived.wait()
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(30):
-            _out, err = await process.communicate()
+            out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
+    stopped = [json.loads(line) for line in out.splitlines() if b"service_stopped" in line]
+    assert [record["signal"] for record in stopped] == ["SIGTERM"]
+
+
+def _offline_config(tmp_path: Path, *, store: str = "store.sqlite3", outbox: str = "out") -> Path:
+    """Servers that refuse at once (port 9), an SMTP credential and an IMAP password file."""
+    path = tmp_path / "pecgateway.toml"
+    path.write_text(
+        f'store_path = "{store}"\nschema_dir = "schemas"\n'
+        f'[[accounts]]\nname = "main"\naddress = "f@pec.example.it"\n'
+        f'outbox = "{outbox}"\ninbox = "in"\n'
+        '[accounts.smtp]\nhost = "127.0.0.1"\nport = 9\npassword_credential = "main-smtp"\n'
+        '[accounts.imap]\nhost = "127.0.0.1"\nport = 9\npassword_file = "absent.password"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def _passwords(folder: Path) -> None:
+    """The IMAP password file and the SMTP credential of ``_offline_config``, both in ``folder``."""
+    (folder / "absent.password").write_text("pw", encoding="utf-8")
+    (folder / "main-smtp").write_text("pw", encoding="utf-8")
+
+
+async def test_status_needs_no_password_outside_systemd(tmp_path: Path) -> None:
+    config = _offline_config(tmp_path)
+    code, out, err = await _pecgateway(
+        "status", "--config", str(config), env={"CREDENTIALS_DIRECTORY": ""}
+    )
+    assert code == 0, err
+    assert "outgoing: 0" in out
+    assert "no store yet" in err
+    assert not (tmp_path / "store.sqlite3").exists()
+
+
+async def test_status_and_once_name_store_path_when_its_folder_is_missing(tmp_path: Path) -> None:
+    config = _offline_config(tmp_path, store="missing/store.sqlite3")
+    _passwords(tmp_path)
+    for command in ("status", "once", "run"):
+        code, _out, err = await _pecgateway(
+            command, "--config", str(config), env={"CREDENTIALS_DIRECTORY": str(tmp_path)}
+        )
+        assert code == 2, err
+        assert f"store_path: {tmp_path / 'missing' / 'store.sqlite3'}: its folder" in err
+        assert "Traceback" not in err
+
+
+async def test_check_config_reads_credentials_from_the_directory_given(
+    tmp_path: Path, schema_dir: Path
+) -> None:
+    config = _offline_config(tmp_path)
+    (tmp_path / "schemas").symlink_to(schema_dir)
+    _passwords(tmp_path)
+    code, out, _err = await _pecgateway(
+        "check-config", "--config", str(config), "--credentials-dir", str(tmp_path)
+    )
+    assert "configuration OK" in out
+    assert f"store_path {tmp_path / 'store.sqlite3'}: OK" in out
+    assert f"schema_dir {tmp_path / 'schemas'}: OK" in out
+    assert code == 1  # nothing listens on port 9
+    assert "account main: SMTP: FAILED" in out
+
+
+async def test_check_config_says_which_places_are_not_usable(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+    config = _offline_config(tmp_path, store="missing/store.sqlite3", outbox="a-file/out")
+    _passwords(tmp_path)
+    code, out, err = await _pecgateway(
+        "check-config", "--config", str(config), "--credentials-dir", str(tmp_path)
+    )
+    assert code == 2, out + err
+    assert f"store_path {tmp_path / 'missing' / 'store.sqlite3'}: FAILED: its folder" in out
+    assert f"schema_dir {tmp_path / 'schemas'}: FAILED" in out
+    assert "accounts[0] (main).outbox" in out
+    assert "accounts[0] (main).inbox" in out
+    assert "not usable: store_path, schema_dir, accounts[0] (main).outbox" in err
+    assert not (tmp_path / "missing").exists()
+
+
+def test_status_json_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    import subprocess
+
+    config = _offline_config(tmp_path)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first byte, as with `| head -0`
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pecgateway", "status", "--json", "--config", str(config)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141
+    assert b"Traceback" not in result.stderr
+    assert b"BrokenPipe" not in result.stderr

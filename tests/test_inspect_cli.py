@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -155,3 +158,72 @@ def test_inspect_refuses_a_device_instead_of_reading_it_forever(
     err = capsys.readouterr().err
     assert "/dev/zero: not a regular file" in err
     assert "Traceback" not in err
+
+
+def test_inspect_json_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    path = _write(tmp_path, INVOICE_NAME, invoice_xml())
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first byte, as with `| head -0`
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "pecgateway", "inspect", "--json", str(path)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert run.returncode == 141
+    assert run.stderr == b""
+
+
+def test_unwrap_of_a_plain_xml_says_it_is_not_signed_and_copies_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _write(tmp_path, INVOICE_NAME + ".p7m", invoice_xml())
+    target = tmp_path / "out.xml"
+    assert cli.main(["unwrap", str(source), "-o", str(target)]) == 0
+    out, err = capsys.readouterr()
+    assert (
+        out
+        == f"{source}: is not signed (plain XML): nothing to unwrap; wrote it unchanged to {target}\n"
+    )
+    assert err == ""
+    assert target.read_bytes() == source.read_bytes()
+
+
+def test_unwrap_of_a_signed_file_counts_the_signed_layers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _write(tmp_path, INVOICE_NAME + ".p7m", p7m(invoice_xml()))
+    assert cli.main(["unwrap", str(source)]) == 0
+    assert "extracted from 1 signed layer(s)" in capsys.readouterr().out
+    assert (tmp_path / INVOICE_NAME).read_bytes() == invoice_xml()
+
+
+def _parsers(
+    parser: argparse.ArgumentParser, name: str
+) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _parsers(sub, f"{name} {sub_name}")
+
+
+def test_every_argument_of_every_command_has_a_help_text() -> None:
+    missing = [
+        f"{name} {action.dest}"
+        for name, parser in _parsers(cli._build_parser(), "pecgateway")
+        for action in parser._actions
+        if not isinstance(action, argparse._SubParsersAction) and not action.help
+    ]
+    assert missing == []
+
+
+def test_schemas_install_has_one_destination_option() -> None:
+    commands = dict(_parsers(cli._build_parser(), "pecgateway"))
+    options = {o for a in commands["pecgateway schemas install"]._actions for o in a.option_strings}
+    assert "--to" in options
+    assert "--schemas" not in options
