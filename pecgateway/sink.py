@@ -13,7 +13,7 @@ import itertools
 import json
 import os
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path, PurePosixPath
 
@@ -23,6 +23,9 @@ __all__ = [
     "Kind",
     "Language",
     "clean_temporary",
+    "free_number",
+    "number_of",
+    "numbered",
     "route",
     "safe_name",
     "write",
@@ -76,18 +79,23 @@ FOLDERS: Mapping[Language, Mapping[Kind, str]] = {
 def safe_name(name: str) -> str:
     """A file name safe to create: basename only, no control characters, no leading dot.
 
-    Empty or unusable names become ``unnamed``; names are cut to 200 characters keeping the
+    Empty or unusable names become ``unnamed``; names are cut to 200 bytes (UTF-8) keeping the
     extensions.
     """
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
     cleaned = "".join("_" if _unsafe(ch) else ch for ch in base).strip().lstrip(".").strip()
     if not cleaned:
         return "unnamed"
-    stem, extension = _split_extension(cleaned)
-    if len(cleaned) > _MAX_NAME:
-        stem = stem[: max(1, _MAX_NAME - len(extension))]
-        cleaned = (stem + extension)[:_MAX_NAME]
+    if len(cleaned.encode("utf-8")) > _MAX_NAME:  # file systems count bytes (255 at most)
+        stem, extension = _split_extension(cleaned)
+        stem = _cut(stem, max(1, _MAX_NAME - len(extension.encode("utf-8"))))
+        cleaned = _cut(stem + extension, _MAX_NAME)
     return cleaned
+
+
+def _cut(text: str, size: int) -> str:
+    """``text`` cut to at most ``size`` UTF-8 bytes, never inside a character; no end spaces."""
+    return text.encode("utf-8")[:size].decode("utf-8", "ignore").rstrip() or "unnamed"
 
 
 def _unsafe(ch: str) -> bool:
@@ -117,6 +125,49 @@ def route(kind: Kind, file_name: str, when: date | datetime, language: Language)
     """
     folder = FOLDERS[language][kind]
     return PurePosixPath(folder, f"{when.year:04d}", f"{when.month:02d}", safe_name(file_name))
+
+
+def numbered(name: str, number: int, anchor: str | None = None) -> str:
+    """``name`` with the clash counter `` (number)``; number 1 leaves it unchanged.
+
+    The counter goes before the extensions (``a (2).xml.p7m``). With ``anchor``, the first file of
+    a set, a name that continues the anchor's stem with extensions gets the counter where the
+    anchor gets it, so a set stays recognisable: ``a (2).xml.p7m``, ``a (2).xml``,
+    ``a (2).xml.p7m.json``; other names (``a_MT_001.xml``) get it before their own extensions.
+    """
+    if number == 1:
+        return name
+    at = _counter_position(name, anchor)
+    return f"{name[:at]} ({number}){name[at:]}"
+
+
+def number_of(name: str, written: str, anchor: str | None = None) -> int | None:
+    """The counter ``numbered(name, n, anchor)`` gave ``written``: 1 for the name itself, None
+    when ``written`` is no numbered form of ``name``."""
+    if written == name:
+        return 1
+    at = _counter_position(name, anchor)
+    head, tail = name[:at] + " (", ")" + name[at:]
+    fits = len(written) > len(head) + len(tail) and written.startswith(head)
+    middle = written[len(head) : len(written) - len(tail)] if fits else ""
+    if not (written.endswith(tail) and middle.isascii() and middle.isdigit()):
+        return None
+    return int(middle) if int(middle) >= 2 else None
+
+
+def _counter_position(name: str, anchor: str | None) -> int:
+    stem = _split_extension(anchor)[0] if anchor else ""
+    if stem and name.startswith(stem) and name[len(stem) : len(stem) + 1] in ("", "."):
+        return len(stem)
+    return len(_split_extension(name)[0])
+
+
+def free_number(folder: Path, names: Sequence[str], anchor: str | None = None) -> int:
+    """The smallest counter for which every name of a set is free in ``folder`` (1: as named)."""
+    for number in itertools.count(1):
+        if not any(os.path.lexists(folder / numbered(n, number, anchor)) for n in names):
+            return number
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def write(root: Path, relpath: PurePosixPath, data: bytes) -> Path:
@@ -153,10 +204,8 @@ def _write_temporary(folder: Path, data: bytes) -> Path:
 
 
 def _candidates(target: Path) -> Iterator[Path]:
-    yield target
-    stem, extension = _split_extension(target.name)
-    for number in itertools.count(2):
-        yield target.with_name(f"{stem} ({number}){extension}")
+    for number in itertools.count(1):
+        yield target.with_name(numbered(target.name, number))
 
 
 def _link_unique(temporary: Path, target: Path) -> Path:

@@ -18,6 +18,9 @@ from pecgateway.sink import (
     Kind,
     Language,
     clean_temporary,
+    free_number,
+    number_of,
+    numbered,
     route,
     safe_name,
     write,
@@ -183,3 +186,52 @@ def test_safe_name_is_idempotent_and_bounded(name: str) -> None:
     assert 0 < len(safe) <= 200
     assert "/" not in safe
     assert not safe.startswith(".")
+
+
+@pytest.mark.parametrize(
+    ("name", "anchor", "expected"),
+    [
+        ("IT01_a.xml.p7m", None, "IT01_a (2).xml.p7m"),
+        ("IT01_a.xml", "IT01_a.xml.p7m", "IT01_a (2).xml"),
+        ("IT01_a.html", "IT01_a.xml.p7m", "IT01_a (2).html"),
+        ("IT01_a.xml.p7m.json", "IT01_a.xml.p7m", "IT01_a (2).xml.p7m.json"),
+        ("IT01_a_MT_001.xml", "IT01_a.xml.p7m", "IT01_a_MT_001 (2).xml"),
+        ("d Invio File IT01_a.xml.eml.reason.txt", "d Invio File IT01_a.xml.eml", None),
+    ],
+)
+def test_numbered_puts_the_counter_where_the_anchor_of_its_set_has_it(
+    name: str, anchor: str | None, expected: str | None
+) -> None:
+    want = expected or "d Invio File IT01_a (2).xml.eml.reason.txt"  # 4 extensions: as the anchor
+    assert numbered(name, 2, anchor) == want
+    assert numbered(name, 1, anchor) == name
+    assert number_of(name, want, anchor) == 2
+    assert number_of(name, name, anchor) == 1
+
+
+@given(st.text(max_size=60), st.integers(min_value=1, max_value=10_000), st.text(max_size=30))
+def test_number_of_reads_back_what_numbered_wrote(name: str, number: int, anchor: str) -> None:
+    assert number_of(name, numbered(name, number, anchor or None), anchor or None) == number
+
+
+def test_number_of_refuses_names_of_another_set() -> None:
+    assert number_of("a.xml", "b (2).xml") is None
+    assert number_of("a.xml", "a (x).xml") is None
+    assert number_of("a.xml", "a (1).xml") is None
+    assert number_of("a.xml", "a ().xml") is None
+
+
+def test_free_number_is_the_first_counter_free_for_every_name_of_the_set(tmp_path: Path) -> None:
+    names = ["a.xml.p7m", "a.xml", "a.xml.p7m.json"]
+    assert free_number(tmp_path, names, "a.xml.p7m") == 1
+    (tmp_path / "a.xml").write_bytes(b"taken")
+    assert free_number(tmp_path, names, "a.xml.p7m") == 2
+    (tmp_path / "a (2).xml.p7m.json").write_bytes(b"taken")
+    assert free_number(tmp_path, names, "a.xml.p7m") == 3
+
+
+def test_safe_name_counts_bytes_so_accented_names_fit_any_file_system() -> None:
+    name = safe_name("è" * 300 + ".eml")
+    assert len(name.encode("utf-8")) <= 200
+    assert name.endswith("è.eml")
+    assert safe_name(name) == name
