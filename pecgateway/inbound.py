@@ -16,6 +16,7 @@ from pecgateway.classify import Kind, Node, classify, walk
 from pecgateway.errors import InvalidTransition
 from pecgateway.inbound_files import Source, Unit, write_pending
 from pecgateway.inbound_invoice import is_mt
+from pecgateway.inbound_quarantine import describe, plan_quarantine, why_quarantined
 from pecgateway.log import get_logger
 from pecgateway.pec import PecMessage
 from pecgateway.store import Item, Outgoing
@@ -89,21 +90,7 @@ def _record(unit: Unit, node: Node, raw: bytes) -> str:
     if invoices:
         inbound_invoice.file_invoices(unit, node, invoices)
         return "invoice"
-    return _quarantine(unit, raw, _why_quarantined(node))
-
-
-def _why_quarantined(node: Node) -> str:
-    if node.error:
-        return f"unreadable ({node.kind.value}): {node.error}"
-    unknown = [w for w in node.pec.warnings if w.startswith("unknown X-")] if node.pec else []
-    if unknown:  # field quirk F5: never counted as any receipt; a person must read it
-        return f"PEC message of unknown kind, not counted as any receipt: {unknown[0]}"
-    if node.pec is not None and node.pec.type is not None:
-        return (
-            f"PEC message of type {node.pec.type.value} carrying no receipt, SDI notification "
-            "or invoice"
-        )
-    return "not a PEC receipt, SDI notification or invoice (a plain e-mail)"
+    return plan_quarantine(unit, raw, why_quarantined(node), node)
 
 
 def _learn_sdi_address(unit: Unit, address: str) -> None:
@@ -132,8 +119,11 @@ def _receipt(unit: Unit, node: Node, message: PecMessage, event: lifecycle.Event
         message_id=reference,
         detail=detail,
     )
-    stem = filename.invoice_stem(outgoing.file_name) if outgoing else f"uid{unit.source.uid}"
-    name = f"{stem}_{event.value}.eml"
+    if outgoing is not None:
+        name = f"{filename.invoice_stem(outgoing.file_name)}_{event.value}.eml"
+    else:  # about a file we never sent: named as a person sees it in the mail client
+        described = describe(node.data, node, gw.clock())
+        name = described.file_name(gw.config.inbox_language)
     relpath = unit.route(sink.Kind.PEC_RECEIPT, name)
     unit.plan.add(Item.NOTIFICATION, item_id, relpath, node.data)
     if outgoing is None:
@@ -255,7 +245,7 @@ def _describe(notification: Notification) -> str:
     return "; ".join(parts)
 
 
-# ---- quarantine --------------------------------------------------------------------------------
+# ---- quarantine (inbound_quarantine.py) ---------------------------------------------------------
 
 
 def quarantine(gw: Gateway, account: Account, source: Source, raw: bytes, reason: str) -> str:
@@ -264,24 +254,17 @@ def quarantine(gw: Gateway, account: Account, source: Source, raw: bytes, reason
     For a message whose handling failed before anything was recorded (``is_filed`` is False).
     """
     unit = Unit(gw, account, source)
+    node = _classified(raw, source)
     with gw.store.atomic():
-        outcome = _quarantine(unit, raw, reason)
+        outcome = plan_quarantine(unit, raw, reason, node)
         inbound_id = _remember(unit, hashlib.sha256(raw).hexdigest(), None, outcome)
     write_pending(gw, account, inbound_id, recovering=False)
     return outcome
 
 
-def _quarantine(unit: Unit, raw: bytes, reason: str) -> str:
-    relpath = unit.route(sink.Kind.QUARANTINE, unit.source.eml_name)
-    item_id = unit.gw.store.record_quarantine(
-        unit.account.name,
-        what=f"imap uid {unit.source.uid} ({unit.source.folder})",
-        reason=reason,
-        path=unit.shown(relpath),
-        at=unit.gw.clock(),
-    )
-    unit.plan.add(Item.QUARANTINE, item_id, relpath, raw)
-    reason_name = relpath.name + ".reason.txt"
-    unit.plan.beside(Item.QUARANTINE, item_id, relpath, reason_name, (reason + "\n").encode())
-    _log.warning("message_quarantined", reason=reason, path=unit.shown(relpath))
-    return "quarantined"
+def _classified(raw: bytes, source: Source) -> Node | None:
+    """The message classified again for its quarantine sidecar; None when that fails too."""
+    try:
+        return classify(raw, source.eml_name)
+    except Exception:  # noqa: BLE001 -- the failure being quarantined may be this one
+        return None

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 from pecgateway.store_db import Database, When, iso, message_key, row_id
 
-__all__ = ["InboundMessage", "InboundRecords", "Incoming", "Item", "PlannedOutput"]
+__all__ = [
+    "InboundMessage",
+    "InboundRecords",
+    "Incoming",
+    "Item",
+    "PlannedOutput",
+    "same_content_warning",
+]
 
 
 class Item(enum.Enum):
@@ -61,6 +68,14 @@ class PlannedOutput:
     item_id: int
     relpath: str  # POSIX, relative to the account's inbox folder
     data: bytes
+
+
+def same_content_warning(received: str, file_name: str) -> str:
+    """The warning on an invoice whose content equals one received before (``received`` ISO)."""
+    return (
+        f"its content equals the invoice received on {received[:10]} as {file_name}: SDI "
+        "delivered the same invoice again; check with the supplier before booking it twice"
+    )
 
 
 class InboundRecords(Database):
@@ -162,6 +177,25 @@ class InboundRecords(Database):
             for row in rows
         ]
 
+    def unit_outputs(self, inbound_id: int) -> list[tuple[int, PlannedOutput, str | None]]:
+        """``(output id, output, path written or None)`` of every file of the unit, in planned
+        order; a written output's ``data`` is empty (dropped once written)."""
+        rows = self._db.execute(
+            "SELECT id, item, item_id, relpath, data, path FROM inbound_output"
+            " WHERE inbound_id = ? ORDER BY id",
+            (inbound_id,),
+        )
+        return [
+            (
+                row["id"],
+                PlannedOutput(
+                    Item(row["item"]), row["item_id"], row["relpath"], row["data"] or b""
+                ),
+                row["path"],
+            )
+            for row in rows
+        ]
+
     def complete_output(self, output_id: int, path: str, *, at: When) -> None:
         """The planned file is written at ``path``: record the path, forget the bytes."""
         with self._transaction() as db:
@@ -212,6 +246,15 @@ class InboundRecords(Database):
         if row is None:
             return None
         return Incoming(**dict(row), paths=self.paths(Item.INCOMING, row["id"]))
+
+    def incoming_by_sha256(self, account: str, sha256: str) -> list[Incoming]:
+        """Every received invoice with this content (SHA-256 of the unwrapped XML), oldest first."""
+        rows = self._db.execute(
+            "SELECT id, account, file_name, identificativo_sdi, sha256, received, source"
+            " FROM incoming WHERE account = ? AND sha256 = ? ORDER BY id",
+            (account, sha256.lower()),
+        ).fetchall()
+        return [Incoming(**dict(row), paths=self.paths(Item.INCOMING, row["id"])) for row in rows]
 
     def record_notification(
         self,
@@ -283,10 +326,14 @@ class InboundRecords(Database):
 
     # ---- status ------------------------------------------------------------------------------
     def incoming_status(self, account: str) -> list[dict[str, object]]:
-        """The ``incoming`` list of ``status --json``, oldest first."""
+        """The ``incoming`` list of ``status --json``, oldest first; ``warnings`` says when the
+        content equals an invoice received before (a new SDI delivery of the same invoice)."""
         rows = self._db.execute(
-            "SELECT id, file_name, identificativo_sdi, received, sha256 FROM incoming"
-            " WHERE account = ? ORDER BY id",
+            "SELECT i.id, i.file_name, i.identificativo_sdi, i.received, i.sha256,"
+            " f.file_name AS first_file, f.received AS first_received"
+            " FROM incoming i LEFT JOIN incoming f ON f.id = (SELECT min(e.id) FROM incoming e"
+            "  WHERE e.account = i.account AND e.sha256 = i.sha256 AND e.id < i.id)"
+            " WHERE i.account = ? ORDER BY i.id",
             (account,),
         )
         return [
@@ -296,17 +343,23 @@ class InboundRecords(Database):
                 "received": row["received"],
                 "paths": list(self.paths(Item.INCOMING, row["id"])),
                 "sha256": row["sha256"],
+                "warnings": [same_content_warning(row["first_received"], row["first_file"])]
+                if row["first_file"] is not None
+                else [],
             }
             for row in rows
         ]
 
     def quarantine_status(self, account: str) -> list[dict[str, object]]:
         """The ``quarantined`` list of ``status --json``, oldest first; ``path`` is the raw file as
-        written (it may differ from the one planned by a clash suffix)."""
+        written (it may differ from the one planned by a clash suffix); ``source`` is where the
+        message was found (``imap:<uidvalidity>/<uid>``, None for older entries)."""
         rows = self._db.execute(
             "SELECT what, reason, coalesce((SELECT w.path FROM written_path w WHERE w.item = ?"
-            " AND w.item_id = q.id ORDER BY w.id LIMIT 1), q.path) AS path, at"
+            " AND w.item_id = q.id ORDER BY w.id LIMIT 1), q.path) AS path, at,"
+            " (SELECT m.source FROM inbound_output o JOIN inbound_message m"
+            "  ON m.id = o.inbound_id WHERE o.item = ? AND o.item_id = q.id LIMIT 1) AS source"
             " FROM quarantine q WHERE account = ? ORDER BY q.id",
-            (Item.QUARANTINE.value, account),
+            (Item.QUARANTINE.value, Item.QUARANTINE.value, account),
         )
         return [dict(row) for row in rows]

@@ -264,7 +264,10 @@ def filed_by_uid(document: dict[str, Any], uidvalidity: int) -> dict[int, list[d
             item = {"as": "incoming", "kind": "invoice", "paths": incoming["paths"]}
             found.setdefault(int(source[len(prefix) :]), []).append(item)
     for quarantined in document["quarantined"]:
-        uid = int(str(quarantined["what"]).split()[2])
+        source = str(quarantined["source"])  # "what" is the label for people
+        if not source.startswith(prefix):
+            continue
+        uid = int(source[len(prefix) :])
         item = {
             "as": "quarantine",
             "kind": "quarantine",
