@@ -290,13 +290,17 @@ def test_config_path_without_either_is_a_config_error() -> None:
         config_path(None, {})
 
 
-def test_example_file_loads_with_a_real_password_file(tmp_path: Path) -> None:
+def test_example_file_loads_with_the_units_credentials(tmp_path: Path) -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
-    text = text.replace("/etc/pecgateway/main.password", str(tmp_path / "secret"))
-    config = load(write_config(tmp_path, text), environ={})
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    for name in ("main-smtp", "main-imap"):
+        (credentials / name).write_text(f"{name}-password\n", encoding="utf-8")
+    config = load(write_config(tmp_path, text), environ={}, credentials_dir=credentials)
     assert isinstance(config, Config)
     assert config.accounts[0].name == "main"
-    assert config.accounts[0].imap.password.reveal() == "s3cret"
+    assert config.accounts[0].smtp.password.reveal() == "main-smtp-password"
+    assert config.accounts[0].imap.password.reveal() == "main-imap-password"
 
 
 def _documented_keys(text: str) -> set[str]:
@@ -317,7 +321,7 @@ def test_example_file_shows_every_key_with_a_comment() -> None:
     expected = {f.name for f in fields(Config)} - {"accounts", "source"}
     for cls in (Account, SmtpConfig, ImapConfig):
         expected |= {f.name for f in fields(cls)} - {"smtp", "imap", "password"}
-    expected |= {"password_file"}
+    expected |= {"password_credential"}
     documented = _documented_keys(EXAMPLE.read_text(encoding="utf-8"))
     assert expected <= documented, sorted(expected - documented)
-    assert "password_credential" in EXAMPLE.read_text(encoding="utf-8")
+    assert "password_file = " in EXAMPLE.read_text(encoding="utf-8")

@@ -72,3 +72,35 @@ def test_credentials_and_writable_paths_are_declared() -> None:
     assert directives["LoadCredential"]
     assert "/var/lib/pecgateway" in directives["ReadWritePaths"][0]
     assert "AF_INET" in directives["RestrictAddressFamilies"][0]
+
+
+README = UNIT.parent.parent / "README.md"
+EXAMPLE = UNIT.parent.parent / "config" / "pecgateway.example.toml"
+
+
+def test_documentation_points_at_a_file_the_install_steps_put_there() -> None:
+    (documentation,) = _directives()["Documentation"]
+    path = documentation.removeprefix("file://")
+    assert documentation.startswith("file:///")
+    assert f"README.md {path}" in README.read_text(encoding="utf-8")
+
+
+def test_credential_names_agree_between_unit_example_and_readme() -> None:
+    loaded = {
+        value.split(":", 1)[0]: value.split(":", 1)[1] for value in _directives()["LoadCredential"]
+    }
+    example = set(
+        re.findall(r'^password_credential = "([^"]+)"', EXAMPLE.read_text(), re.MULTILINE)
+    )
+    readme = README.read_text(encoding="utf-8")
+    in_readme = set(re.findall(r'password_credential = "([^"]+)"', readme))
+    assert set(loaded) == example == in_readme == {"main-smtp", "main-imap"}
+    for source in loaded.values():
+        assert f"> {source})" in readme, f"the install steps must write {source}"
+
+
+def test_the_legacy_softwares_group_may_write_the_outbox() -> None:
+    assert _directives()["UMask"] == ["0007"]
+    readme = README.read_text(encoding="utf-8")
+    assert "install -d -m 2770 -o pecgateway -g pecgateway" in readme
+    assert "usermod -aG pecgateway" in readme
