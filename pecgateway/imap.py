@@ -19,6 +19,7 @@ from typing import Any, Protocol, Self
 
 import aioimaplib
 
+from pecgateway import tls
 from pecgateway.errors import TransientError
 
 __all__ = [
@@ -136,14 +137,8 @@ class ImapEndpoint(Protocol):
     def folder(self) -> str: ...
 
 
-def _tls_context(ca_file: object) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if ca_file:
-        context.load_verify_locations(cafile=str(ca_file))
-    return context
-
-
 _LIBRARY_ERRORS = (aioimaplib.AioImapException, OSError, TimeoutError, ValueError)
+_CONNECTING = frozenset({"connect", "starttls"})  # failures here are about host, port, security
 
 
 class Mailbox:
@@ -192,10 +187,8 @@ class Mailbox:
         loop = asyncio.get_running_loop()
         self._lost = loop.create_future()
         self._broken = False
-        starttls = (
-            str(getattr(self._endpoint.security, "value", self._endpoint.security)) == "starttls"
-        )
-        context = _tls_context(self._endpoint.ca_file)
+        starttls = tls.security_of(self._endpoint.security) == "starttls"
+        context = tls.context(self._endpoint.ca_file)
         self._imap = aioimaplib.IMAP4(
             host=self._endpoint.host,
             port=self._endpoint.port,
@@ -337,7 +330,9 @@ class Mailbox:
                     {task, *([self._lost] if self._lost else [])},
                     return_when=asyncio.FIRST_COMPLETED,
                 )
-        except TimeoutError:
+        except TimeoutError as exc:
+            if what in _CONNECTING:
+                raise TransientError(self._connection_failure(exc), subject=self._where) from None
             raise TransientError(
                 f"{what}: no answer in time (timeout_s)", subject=self._where
             ) from None
@@ -348,8 +343,19 @@ class Mailbox:
             raise TransientError(f"{what}: connection lost", subject=self._where)
         return self._result(what, task, check)
 
+    def _connection_failure(self, error: BaseException) -> str:
+        return tls.connection_failure(
+            error,
+            protocol="IMAP",
+            host=self._endpoint.host,
+            port=self._endpoint.port,
+            security=tls.security_of(self._endpoint.security),
+        )
+
     def _result(self, what: str, task: asyncio.Future[Any], check: bool) -> Any:
         error = task.exception()
+        if what in _CONNECTING and isinstance(error, OSError | TimeoutError):
+            raise TransientError(self._connection_failure(error), subject=self._where) from error
         if isinstance(error, _LIBRARY_ERRORS):
             raise TransientError(
                 f"{what} failed: {error or type(error).__name__}", subject=self._where

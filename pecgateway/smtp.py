@@ -14,6 +14,7 @@ from typing import Protocol
 
 import aiosmtplib
 
+from pecgateway import tls
 from pecgateway.errors import PermanentSendError, TransientError
 
 __all__ = ["Endpoint", "check_login", "send", "tls_context"]
@@ -37,16 +38,13 @@ class Endpoint(Protocol):
 
 
 def tls_context(ca_file: object) -> ssl.SSLContext:
-    """The system trust store plus the extra CA file, if any; hostname checks always on."""
-    context = ssl.create_default_context()
-    if ca_file:
-        context.load_verify_locations(cafile=str(ca_file))
-    return context
+    """The system trust store plus the extra CA file, if any (kept for callers: see ``tls``)."""
+    return tls.context(ca_file)
 
 
 def security_of(endpoint: Endpoint) -> str:
     """``"tls"`` or ``"starttls"`` whether the setting is a string or a str-valued Enum."""
-    return str(getattr(endpoint.security, "value", endpoint.security)).lower()
+    return tls.security_of(endpoint.security)
 
 
 async def send(message: EmailMessage, endpoint: Endpoint, *, password: str) -> str:
@@ -98,9 +96,28 @@ def _client(endpoint: Endpoint) -> aiosmtplib.SMTP:
     )
 
 
+async def _connect(client: aiosmtplib.SMTP, endpoint: Endpoint) -> None:
+    """Connects (and upgrades to TLS); a failure says which setting to look at."""
+    try:
+        async with asyncio.timeout(endpoint.timeout_s):
+            await client.connect()
+    except aiosmtplib.SMTPResponseException as exc:
+        # a refused greeting or STARTTLS is about the connection, never about the message
+        reason = f"the server refused the connection: {exc.code} {exc.message}".strip()
+        raise TransientError(reason, subject=f"SMTP {endpoint.host}:{endpoint.port}") from exc
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        reason = tls.connection_failure(
+            exc,
+            protocol="SMTP",
+            host=endpoint.host,
+            port=endpoint.port,
+            security=security_of(endpoint),
+        )
+        raise TransientError(reason, subject=f"SMTP {endpoint.host}:{endpoint.port}") from exc
+
+
 async def _login(client: aiosmtplib.SMTP, endpoint: Endpoint, password: str) -> None:
-    async with asyncio.timeout(endpoint.timeout_s):
-        await client.connect()
+    await _connect(client, endpoint)
     if endpoint.username:
         try:
             async with asyncio.timeout(endpoint.timeout_s):
@@ -131,22 +148,8 @@ def _from_response(where: str, exc: aiosmtplib.SMTPResponseException) -> Excepti
 
 
 def _transient(where: str, exc: BaseException) -> TransientError:
-    untrusted = _certificate_error(exc)
-    if untrusted is not None:
-        hint = "; if the server uses a private CA, set ca_file to its PEM"
-        return TransientError(
-            f"certificate not trusted: {untrusted.verify_message}{hint}", subject=where
-        )
+    """A failure after the connection was made (connecting has its own words: ``_connect``)."""
     if isinstance(exc, TimeoutError):
         return TransientError("no answer in time (timeout_s)", subject=where)
     detail = str(exc) or type(exc).__name__
     return TransientError(f"connection failed: {detail}", subject=where)
-
-
-def _certificate_error(exc: BaseException | None) -> ssl.SSLCertVerificationError | None:
-    """The certificate failure behind ``exc`` (aiosmtplib wraps it in SMTPConnectError)."""
-    while exc is not None:
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None

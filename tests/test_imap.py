@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -65,17 +66,17 @@ def test_parse_fetch_accepts_bytes_and_bytearray_literals(literal_type: type) ->
 
 def test_parse_fetch_finds_a_uid_given_after_the_literal() -> None:
     body = b"raw"
-    lines = [b"4 FETCH (BODY[] {3}", bytearray(body), b" UID 12)", b"OK"]
+    lines: list[imap.Line] = [b"4 FETCH (BODY[] {3}", bytearray(body), b" UID 12)", b"OK"]
     assert imap.parse_fetch(lines) == {12: body}
 
 
 def test_parse_fetch_leaves_out_a_torn_literal() -> None:
-    lines = [b"1 FETCH (UID 7 BODY[] {100}", bytearray(b"short"), b")"]
+    lines: list[imap.Line] = [b"1 FETCH (UID 7 BODY[] {100}", bytearray(b"short"), b")"]
     assert imap.parse_fetch(lines) == {}
 
 
 def test_parse_fetch_of_several_messages() -> None:
-    lines = [
+    lines: list[imap.Line] = [
         b"1 FETCH (UID 3 BODY[] {1}",
         bytearray(b"a"),
         b")",
@@ -200,11 +201,43 @@ async def test_wrong_password_is_transient_and_names_the_user(mail_user: MailAcc
 
 
 @pytest.mark.servers
-async def test_unknown_ca_is_transient(mail_user: MailAccount) -> None:
-    endpoint = replace(_endpoint(mail_user), ca_file="")
-    with pytest.raises(TransientError, match=r"connect failed.*CERTIFICATE_VERIFY_FAILED"):
+@pytest.mark.parametrize("security", ["tls", "starttls"])
+async def test_unknown_ca_says_to_set_ca_file(mail_user: MailAccount, security: str) -> None:
+    endpoint = replace(_endpoint(mail_user, security), ca_file="")
+    with pytest.raises(TransientError) as caught:
         async with imap.Mailbox(endpoint, password=mail_user.password):
             pass
+    assert caught.value.reason.startswith("certificate not trusted: ")
+    assert caught.value.reason.endswith("if the server uses a private CA, set ca_file to its PEM")
+    assert "[SSL:" not in caught.value.reason
+
+
+@pytest.mark.servers
+async def test_implicit_tls_against_the_starttls_port_says_try_starttls(
+    mail_user: MailAccount,
+) -> None:
+    endpoint = replace(_endpoint(mail_user), port=mail_user.starttls_port)
+    with pytest.raises(TransientError) as caught:
+        async with imap.Mailbox(endpoint, password=mail_user.password):
+            pass
+    assert caught.value.reason == (
+        'the server does not speak implicit TLS on this port: try security = "starttls" '
+        '(or the other port, usually 993 with security = "tls")'
+    )
+
+
+@pytest.mark.servers
+async def test_starttls_against_the_implicit_tls_port_says_try_tls(
+    mail_user: MailAccount,
+) -> None:
+    endpoint = replace(_endpoint(mail_user, "starttls"), port=mail_user.port, timeout_s=0.5)
+    with pytest.raises(TransientError) as caught:
+        async with imap.Mailbox(endpoint, password=mail_user.password):
+            pass
+    assert caught.value.reason == (
+        "no answer in time (timeout_s); if this port expects implicit TLS (usually 993), set "
+        'security = "tls"'
+    )
 
 
 @pytest.mark.servers
@@ -291,9 +324,20 @@ async def test_a_server_that_stops_answering_times_out(
             await box.uids_after(0)
 
 
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @pytest.mark.servers
-async def test_connection_refused_is_transient() -> None:
-    endpoint = _Endpoint("127.0.0.1", 1, "tls", "u", "")
-    with pytest.raises(TransientError, match="connect failed"):
-        async with imap.Mailbox(endpoint, password="x"):
+async def test_connection_refused_says_nothing_listens_on_host_and_port() -> None:
+    port = _closed_port()
+    with pytest.raises(TransientError) as caught:
+        async with imap.Mailbox(_Endpoint("127.0.0.1", port, "tls", "u", ""), password="x"):
             pass
+    assert caught.value.reason == (
+        f"the server is not listening on 127.0.0.1:{port}: check host and port, or the server "
+        "is down"
+    )
+    assert str(caught.value).startswith(f"IMAP 127.0.0.1:{port}: ")

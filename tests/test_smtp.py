@@ -7,7 +7,6 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from email.message import EmailMessage
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -134,10 +133,73 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_refused_connection_is_transient(tmp_path: Path) -> None:
-    endpoint = _Endpoint("127.0.0.1", _closed_port(), "tls", "u", "")
-    with pytest.raises(TransientError, match=r"SMTP 127\.0\.0\.1:\d+: connection failed"):
+async def test_refused_connection_says_nothing_listens_on_host_and_port() -> None:
+    port = _closed_port()
+    endpoint = _Endpoint("127.0.0.1", port, "tls", "u", "")
+    with pytest.raises(TransientError) as caught:
         await smtp.send(_message(), endpoint, password="x")
+    assert caught.value.reason == (
+        f"the server is not listening on 127.0.0.1:{port}: check host and port, or the server "
+        "is down"
+    )
+    assert str(caught.value).startswith(f"SMTP 127.0.0.1:{port}: ")
+
+
+async def test_implicit_tls_against_a_starttls_port_says_try_starttls(
+    sandbox_ca: SandboxCA,
+) -> None:
+    pair = sandbox_ca.server
+    async with smtp_server(
+        pair.cert_path, pair.key_path, sandbox_ca.ca_file, security="starttls"
+    ) as server:
+        endpoint = replace(_endpoint(server), security="tls")
+        with pytest.raises(TransientError) as caught:
+            await smtp.send(_message(), endpoint, password=server.password)
+    assert caught.value.reason == (
+        'the server does not speak implicit TLS on this port: try security = "starttls" '
+        '(or the other port, usually 465 with security = "tls")'
+    )
+    assert "WRONG_VERSION_NUMBER" not in str(caught.value)
+    assert server.received == []
+
+
+async def test_starttls_against_an_implicit_tls_port_says_try_tls(sandbox_ca: SandboxCA) -> None:
+    pair = sandbox_ca.server
+    async with smtp_server(
+        pair.cert_path, pair.key_path, sandbox_ca.ca_file, security="tls"
+    ) as server:
+        endpoint = replace(_endpoint(server), security="starttls", timeout_s=0.5)
+        with pytest.raises(TransientError) as caught:
+            await smtp.check_login(endpoint, password=server.password)
+    assert 'set security = "tls"' in caught.value.reason
+    assert "(usually 465)" in caught.value.reason
+
+
+async def test_unknown_ca_on_check_login_says_to_set_ca_file(server: SmtpServer) -> None:
+    endpoint = replace(_endpoint(server), ca_file="")
+    with pytest.raises(TransientError) as caught:
+        await smtp.check_login(endpoint, password=server.password)
+    assert caught.value.reason.startswith("certificate not trusted: ")
+    assert caught.value.reason.endswith("set ca_file to its PEM")
+    assert "[SSL:" not in caught.value.reason
+
+
+async def test_greeting_refused_is_transient_never_a_refusal_of_the_message() -> None:
+    async def busy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"554 5.3.2 too busy, go away\r\n")
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    listener = await asyncio.start_server(busy, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    endpoint = _Endpoint("127.0.0.1", port, "starttls", "u", "")
+    try:
+        with pytest.raises(TransientError, match="the server refused the connection: 554"):
+            await smtp.send(_message(), endpoint, password="x")
+    finally:
+        listener.close()
+        await listener.wait_closed()
 
 
 async def test_silent_server_times_out_as_transient() -> None:
@@ -153,7 +215,7 @@ async def test_silent_server_times_out_as_transient() -> None:
     port = server.sockets[0].getsockname()[1]
     endpoint = _Endpoint("127.0.0.1", port, "starttls", "u", "", timeout_s=0.3)
     try:
-        with pytest.raises(TransientError, match=r"no answer in time|connection failed"):
+        with pytest.raises(TransientError, match=r"no answer in time"):
             await smtp.send(_message(), endpoint, password="x")
         async with asyncio.timeout(5):
             await finished.wait()  # the client hung up: nothing is left open
