@@ -77,7 +77,7 @@ def _decode_chunk(chunk: bytes | str, charset: str | None, warnings: list[str]) 
         return chunk.decode("utf-8", "replace") if charset else chunk.decode("latin-1")
     try:
         return chunk.decode(charset, "replace")
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL inside the charset name
         warnings.append(f"unknown charset {charset!r} in an encoded header word, read as latin-1")
         return chunk.decode("latin-1")
 

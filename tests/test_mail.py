@@ -8,6 +8,8 @@ from email.message import EmailMessage, Message
 from email.parser import BytesParser
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pecgateway import mail
 from pecgateway.errors import MalformedMessage
@@ -167,3 +169,27 @@ def test_embedded_message_with_undecodable_base64_is_none_with_a_warning() -> No
     warnings: list[str] = []
     assert mail.embedded_message(_message(raw), warnings) is None
     assert warnings
+
+
+def test_encoded_word_with_a_nul_in_its_charset_is_read_as_latin1_with_a_warning() -> None:
+    """Found by fuzzing: bytes.decode raises ValueError (not LookupError) on a NUL in the name."""
+    from pecgateway import pec
+
+    parsed = pec.parse(b"From: =?utf\x00-8?q?x?= <a@b.it>\r\n\r\nx")
+    assert parsed.type is None
+    assert parsed.mittente == "a@b.it"
+    assert any("unknown charset" in warning for warning in parsed.warnings)
+
+
+@given(charset=st.text(min_size=1, max_size=20).filter(lambda c: "?" not in c))
+def test_any_charset_name_in_an_encoded_word_never_escapes_as_another_error(charset: str) -> None:
+    from pecgateway import pec
+    from pecgateway.errors import MalformedMessage
+
+    raw = b"From: =?" + charset.encode("utf-8", "surrogatepass") + b"?q?x?= <a@b.it>\r\n\r\nx"
+    try:
+        parsed = pec.parse(raw)
+    except MalformedMessage as exc:
+        assert exc.reason
+    else:
+        assert isinstance(parsed, pec.PecMessage)
