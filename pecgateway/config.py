@@ -1,7 +1,7 @@
 """The configuration file: TOML (tomllib) into frozen dataclasses, validated at load.
 
-Owns the dataclasses, what each key means and the secrets it points to (``password_file`` or a
-systemd credential); the typed reads are ``tomltable``'s. Every problem names its key path; all are
+Owns the dataclasses and what each key means; the typed reads are ``tomltable``'s, the passwords
+(``password_file`` or a systemd credential) ``credentials``'s. Every problem names its key path; all are
 reported at once in one ``ConfigError``. Secrets are ``Secret``s, never shown in a repr or a log.
 """
 
@@ -12,10 +12,17 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pecgateway.credentials import (
+    DEFAULT_CREDENTIALS_DIR,
+    Secret,
+    Secrets,
+    credentials_dir,
+    password,
+)
 from pecgateway.errors import ConfigError
 from pecgateway.sink import Language
 from pecgateway.tomltable import TableReader
@@ -39,14 +46,12 @@ __all__ = [
 DEFAULT_SDI_ADDRESS = "sdi01@pec.fatturapa.it"
 DEFAULT_STORE_PATH = "/var/lib/pecgateway/pecgateway.sqlite3"
 DEFAULT_SCHEMA_DIR = "/var/lib/pecgateway/schemas"
-DEFAULT_CREDENTIALS_DIR = Path("/etc/pecgateway/credentials")  # the unit's LoadCredential= files
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _NAME_WHAT = "a name of 1-32 characters a-z 0-9 _ - (starting with a letter or digit)"
 _ADDRESS = re.compile(r"[^@\s<>\"',;]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
 _HOST = re.compile(r"[A-Za-z0-9_.:\[\]-]+")
-_CREDENTIAL = re.compile(r"[A-Za-z0-9_.-]+")
 _TOP_KEYS = frozenset({"store_path", "schema_dir", "log_level", "inbox_language", "accounts"})
 _ACCOUNT_KEYS = frozenset(
     {
@@ -89,12 +94,6 @@ _NO_PASSWORD = (
     "put the password in a file readable only by the service and set password_file, or load it "
     "with systemd LoadCredential= and set password_credential"
 )
-_ONE_PASSWORD_SOURCE = "set exactly one of password_file and password_credential"
-_NO_CREDENTIALS_DIRECTORY = (
-    "$CREDENTIALS_DIRECTORY is not set (systemd sets it for LoadCredential=) and "
-    f"{DEFAULT_CREDENTIALS_DIR} is missing or not readable by this user: pass --credentials-dir "
-    "DIR (the folder holding the credential files; root may read the unit's), or use password_file"
-)
 
 
 class Security(enum.Enum):
@@ -102,23 +101,6 @@ class Security(enum.Enum):
 
     TLS = "tls"  # implicit TLS (465 / 993)
     STARTTLS = "starttls"  # plain text upgraded with STARTTLS (587 / 143)
-
-
-@dataclass(frozen=True, slots=True)
-class Secret:
-    """A password; ``repr`` and ``str`` never show it, ``reveal()`` does."""
-
-    _value: str = field(repr=False)
-
-    def reveal(self) -> str:
-        """The secret itself, for the one call that needs it (login)."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('********')"
-
-    def __str__(self) -> str:
-        return "********"
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,31 +185,6 @@ def config_path(arg: str | Path | None, environ: Mapping[str, str] | None = None
     return Path(chosen)
 
 
-def credentials_dir(
-    arg: str | Path | None,
-    environ: Mapping[str, str] | None = None,
-    default: Path = DEFAULT_CREDENTIALS_DIR,
-) -> Path | None:
-    """Where ``password_credential`` names are files: ``arg``, else ``$CREDENTIALS_DIRECTORY``
-    (systemd's, for ``LoadCredential=``), else ``default`` (the unit's source folder) when this
-    user may read it (root, by hand), else None."""
-    env = os.environ if environ is None else environ
-    chosen = arg or env.get("CREDENTIALS_DIRECTORY")
-    if chosen:
-        return Path(chosen)
-    if default.is_dir() and os.access(default, os.R_OK | os.X_OK):
-        return default
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class _Secrets:
-    """How passwords are read at load: not at all (commands that never log in), or from files."""
-
-    read: bool
-    directory: Path | None  # where password_credential names are files
-
-
 def load(
     path: Path,
     environ: Mapping[str, str] | None = None,
@@ -248,7 +205,7 @@ def load(
     directory = credentials_dir or (
         Path(env["CREDENTIALS_DIRECTORY"]) if env.get("CREDENTIALS_DIRECTORY") else None
     )
-    config = _config(reader, document, path, _Secrets(read_secrets, directory))
+    config = _config(reader, document, path, Secrets(read_secrets, directory))
     _check_accounts(reader, config.accounts if config else ())
     if reader.problems or config is None:
         raise ConfigError(
@@ -268,7 +225,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _config(
-    reader: TableReader, document: Mapping[str, Any], path: Path, secrets: _Secrets
+    reader: TableReader, document: Mapping[str, Any], path: Path, secrets: Secrets
 ) -> Config | None:
     reader.keys(document, "", _TOP_KEYS)
     store_path = reader.path(document, "", "store_path", DEFAULT_STORE_PATH)
@@ -304,7 +261,7 @@ def _label(index: int, raw: object) -> str:
 
 
 def _account(
-    reader: TableReader, table: Mapping[str, Any], prefix: str, secrets: _Secrets
+    reader: TableReader, table: Mapping[str, Any], prefix: str, secrets: Secrets
 ) -> Account:
     reader.keys(table, prefix, _ACCOUNT_KEYS)
     address = reader.text(table, prefix, "address", pattern=_ADDRESS, what="a mail address")
@@ -337,7 +294,7 @@ def _server(
     prefix: str,
     address: str,
     ports: Mapping[str, int],
-    secrets: _Secrets,
+    secrets: Secrets,
 ) -> dict[str, Any]:
     """The keys SMTP and IMAP share."""
     security = reader.choice(table, prefix, "security", "tls", list(ports))
@@ -346,14 +303,14 @@ def _server(
         "port": reader.integer(table, prefix, "port", ports[security], 1, 65535),
         "security": Security(security),
         "username": reader.text(table, prefix, "username", address or "unset"),
-        "password": _password(reader, table, prefix, secrets),
+        "password": password(reader, table, prefix, secrets),
         "ca_file": reader.optional_file(table, prefix, "ca_file"),
         "timeout_s": reader.seconds(table, prefix, "timeout_s", 60.0),
     }
 
 
 def _smtp(
-    reader: TableReader, table: Mapping[str, Any], prefix: str, address: str, secrets: _Secrets
+    reader: TableReader, table: Mapping[str, Any], prefix: str, address: str, secrets: Secrets
 ) -> SmtpConfig:
     reader.keys(table, prefix, _SMTP_KEYS)
     return SmtpConfig(
@@ -364,7 +321,7 @@ def _smtp(
 
 
 def _imap(
-    reader: TableReader, table: Mapping[str, Any], prefix: str, address: str, secrets: _Secrets
+    reader: TableReader, table: Mapping[str, Any], prefix: str, address: str, secrets: Secrets
 ) -> ImapConfig:
     reader.keys(table, prefix, _IMAP_KEYS)
     folder = reader.text(table, prefix, "folder", "INBOX", what="a mailbox folder name")
@@ -382,47 +339,6 @@ def _imap(
         reconnect_initial_s=reader.seconds(table, prefix, "reconnect_initial_s", 1.0),
         reconnect_max_s=reader.seconds(table, prefix, "reconnect_max_s", 300.0),
     )
-
-
-def _password(
-    reader: TableReader, table: Mapping[str, Any], prefix: str, secrets: _Secrets
-) -> Secret:
-    has_file, has_credential = "password_file" in table, "password_credential" in table
-    if has_file == has_credential:
-        reader.fail(f"{prefix}.password_file", _ONE_PASSWORD_SOURCE)
-        return Secret("")
-    if has_file:
-        path = reader.path(table, prefix, "password_file")
-        return _read_secret(reader, path, f"{prefix}.password_file") if secrets.read else Secret("")
-    name = reader.text(
-        table,
-        prefix,
-        "password_credential",
-        pattern=_CREDENTIAL,
-        what="a credential name (letters, digits, . _ -)",
-    )
-    if not secrets.read or not name:
-        return Secret("")
-    if secrets.directory is None:
-        reader.fail(f"{prefix}.password_credential", _NO_CREDENTIALS_DIRECTORY)
-        return Secret("")
-    return _read_secret(reader, secrets.directory / name, f"{prefix}.password_credential")
-
-
-def _read_secret(reader: TableReader, path: Path, key: str) -> Secret:
-    if path == Path():
-        return Secret("")
-    try:
-        value = path.read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as error:
-        reader.fail(key, f"cannot read the password from {path}: {error.strerror}")
-        return Secret("")
-    except UnicodeDecodeError:
-        reader.fail(key, f"{path} is not UTF-8 text")
-        return Secret("")
-    if not value:
-        reader.fail(key, f"{path} is empty: write the password in it")
-    return Secret(value)
 
 
 def _check_accounts(reader: TableReader, accounts: Sequence[Account]) -> None:
