@@ -13,6 +13,8 @@ CORE = [
     "ber",
     "invoice",
     "validate",
+    "validate_xml",
+    "xsderror",
     "sdi",
     "pec",
     "classify",
