@@ -326,8 +326,8 @@ class InboundRecords(Database):
 
     # ---- status ------------------------------------------------------------------------------
     def incoming_status(self, account: str) -> list[dict[str, object]]:
-        """The ``incoming`` list of ``status --json``, oldest first; ``warnings`` says when the
-        content equals an invoice received before (a new SDI delivery of the same invoice)."""
+        """The ``incoming`` list of ``status --json``, oldest first; ``warnings``, present only then,
+        says the content equals an invoice received before (a new SDI delivery of it)."""
         rows = self._db.execute(
             "SELECT i.id, i.file_name, i.identificativo_sdi, i.received, i.sha256,"
             " f.file_name AS first_file, f.received AS first_received"
@@ -336,19 +336,19 @@ class InboundRecords(Database):
             " WHERE i.account = ? ORDER BY i.id",
             (account,),
         )
-        return [
-            {
+        entries: list[dict[str, object]] = []
+        for row in rows:
+            entry: dict[str, object] = {
                 "file": row["file_name"],
                 "identificativo_sdi": row["identificativo_sdi"],
                 "received": row["received"],
                 "paths": list(self.paths(Item.INCOMING, row["id"])),
                 "sha256": row["sha256"],
-                "warnings": [same_content_warning(row["first_received"], row["first_file"])]
-                if row["first_file"] is not None
-                else [],
             }
-            for row in rows
-        ]
+            if row["first_file"] is not None:
+                entry["warnings"] = [same_content_warning(row["first_received"], row["first_file"])]
+            entries.append(entry)
+        return entries
 
     def quarantine_status(self, account: str) -> list[dict[str, object]]:
         """The ``quarantined`` list of ``status --json``, oldest first; ``path`` is the raw file as
