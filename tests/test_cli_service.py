@@ -294,3 +294,15 @@ def test_status_json_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
     assert result.returncode == 141
     assert b"Traceback" not in result.stderr
     assert b"BrokenPipe" not in result.stderr
+
+
+async def test_validate_with_a_config_needs_no_password(tmp_path: Path, schema_dir: Path) -> None:
+    config = _offline_config(tmp_path)
+    (tmp_path / "schemas").symlink_to(schema_dir)
+    invoice = tmp_path / NAME
+    invoice.write_bytes(sample.fpr12())
+    code, out, err = await _pecgateway(
+        "validate", "--config", str(config), str(invoice), env={"CREDENTIALS_DIRECTORY": ""}
+    )
+    assert code == 0, err
+    assert f"{invoice}: OK, ready to send to SDI" in out
