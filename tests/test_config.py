@@ -121,7 +121,9 @@ def test_password_credential_reads_from_credentials_directory(tmp_path: Path) ->
 def test_password_credential_without_systemd_says_so(tmp_path: Path) -> None:
     text = account_toml().replace('password_file = "secret"', 'password_credential = "x"')
     message = problems(tmp_path, text, environ={})
-    assert "accounts[0] (main).smtp.password_credential: $CREDENTIALS_DIRECTORY is not set" in message
+    assert (
+        "accounts[0] (main).smtp.password_credential: $CREDENTIALS_DIRECTORY is not set" in message
+    )
 
 
 def test_password_credential_reads_from_the_credentials_dir_given(tmp_path: Path) -> None:
@@ -167,8 +169,9 @@ def test_missing_password_file_names_key_and_path(tmp_path: Path) -> None:
         'host = "imap.example.it"\npassword_file = "nope"',
     )
     message = problems(tmp_path, text, environ={})
-    assert f"accounts[0] (main).imap.password_file: cannot read the password from {tmp_path / 'nope'}" in (
-        message
+    assert (
+        f"accounts[0] (main).imap.password_file: cannot read the password from {tmp_path / 'nope'}"
+        in (message)
     )
 
 
@@ -244,7 +247,9 @@ def test_unknown_account_name_lists_the_known_ones(tmp_path: Path) -> None:
 
 def test_account_names_must_be_unique(tmp_path: Path) -> None:
     text = account_toml("alpha") + account_toml("alpha").replace("alpha/", "other/")
-    assert "accounts[1] (alpha).name: 'alpha' is also accounts[0]'s name" in problems(tmp_path, text)
+    assert "accounts[1] (alpha).name: 'alpha' is also accounts[0]'s name" in problems(
+        tmp_path, text
+    )
 
 
 def test_folders_must_be_distinct_between_accounts(tmp_path: Path) -> None:
