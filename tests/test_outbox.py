@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -42,9 +43,23 @@ async def test_once_yields_the_files_present_and_ends(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["draft.tmp", "IT01_1.XML.TMP", "~lock.xml", ".hidden.xml", "upload.part", "backup~"]
+    "name",
+    [
+        "draft.tmp",
+        "IT01_1.XML.TMP",
+        "~lock.xml",
+        ".hidden.xml",
+        "upload.part",
+        "backup~",
+        "Thumbs.db",
+        "desktop.ini",
+        "Desktop.INI",
+        ".DS_Store",
+    ],
 )
-async def test_temporary_and_hidden_names_are_ignored(tmp_path: Path, name: str) -> None:
+async def test_temporary_hidden_and_desktop_junk_names_are_ignored(
+    tmp_path: Path, name: str
+) -> None:
     (tmp_path / name).write_bytes(b"data")
     found = await _collect(outbox.watch(tmp_path, asyncio.Event(), stable_for_s=0.05, once=True))
     assert found == []
@@ -56,6 +71,52 @@ async def test_directories_and_own_subfolders_are_ignored(tmp_path: Path) -> Non
         (tmp_path / folder / NAME).write_bytes(b"x")
     found = await _collect(outbox.watch(tmp_path, asyncio.Event(), stable_for_s=0.05, once=True))
     assert found == []
+
+
+async def test_a_folder_created_while_watching_is_never_yielded(tmp_path: Path) -> None:
+    stop = asyncio.Event()
+    iterator = outbox.watch(tmp_path, stop, stable_for_s=0.05, rescan_interval_s=0.2)
+    waiting = asyncio.ensure_future(_first(iterator))
+    await asyncio.sleep(0.3)
+    (tmp_path / "archivio").mkdir()
+    (tmp_path / "archivio" / NAME).write_bytes(b"<x/>")
+    await asyncio.sleep(0.6)  # several rescans and inotify events for the folder
+    (tmp_path / "Thumbs.db").write_bytes(b"junk")
+    (tmp_path / NAME).write_bytes(b"<x/>")
+    assert (await waiting).name == NAME
+    stop.set()
+    await iterator.aclose()
+    assert (tmp_path / "archivio" / NAME).exists()
+
+
+def test_a_folder_or_a_symlink_is_never_claimed(tmp_path: Path) -> None:
+    (tmp_path / "archivio").mkdir()
+    (tmp_path / "target.xml").write_bytes(b"<x/>")
+    (tmp_path / NAME).symlink_to(tmp_path / "target.xml")
+    assert outbox.claim(tmp_path / "archivio") is None
+    assert outbox.claim(tmp_path / NAME) is None
+    assert (tmp_path / "archivio").is_dir()
+    assert outbox.claimed(tmp_path) == []
+
+
+async def test_a_file_put_back_changed_is_yielded_again_once_it_settles(tmp_path: Path) -> None:
+    (tmp_path / NAME).write_bytes(b"<a>")
+    iterator = outbox.watch(tmp_path, asyncio.Event(), stable_for_s=0.05, once=True)
+    assert (await _first(iterator)).name == NAME
+    begun = _begun(tmp_path)
+    with begun.open("ab") as handle:  # the writer was still at work
+        handle.write(b"</a>")
+    outbox.release(begun)
+    assert (await _first(iterator)).name == NAME
+    assert (tmp_path / NAME).read_bytes() == b"<a></a>"
+
+
+async def test_a_file_yielded_and_left_unchanged_is_not_yielded_again_in_once(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / NAME).write_bytes(b"<x/>")
+    found = await _collect(outbox.watch(tmp_path, asyncio.Event(), stable_for_s=0.05, once=True))
+    assert found == [tmp_path / NAME]
 
 
 async def test_a_growing_file_is_yielded_only_once_it_holds_still(tmp_path: Path) -> None:
@@ -110,10 +171,10 @@ async def test_watch_ends_when_stop_is_set(tmp_path: Path) -> None:
     assert await waiting == []
 
 
-def test_claim_moves_the_file_into_processing(tmp_path: Path) -> None:
+def test_claim_moves_the_file_into_processing_new(tmp_path: Path) -> None:
     (tmp_path / NAME).write_bytes(b"<x/>")
     taken = outbox.claim(tmp_path / NAME)
-    assert taken == tmp_path / ".processing" / NAME
+    assert taken == tmp_path / ".processing" / "new" / NAME
     assert taken.read_bytes() == b"<x/>"
     assert not (tmp_path / NAME).exists()
     assert outbox.claimed(tmp_path) == [taken]
@@ -125,28 +186,122 @@ def test_claim_of_a_vanished_file_returns_none(tmp_path: Path) -> None:
 
 def test_claim_leaves_a_file_whose_name_is_still_being_processed(tmp_path: Path) -> None:
     (tmp_path / NAME).write_bytes(b"first")
-    outbox.claim(tmp_path / NAME)
+    first = _begun(tmp_path)
     (tmp_path / NAME).write_bytes(b"second")
     assert outbox.claim(tmp_path / NAME) is None
     assert (tmp_path / NAME).read_bytes() == b"second"
-    assert (tmp_path / ".processing" / NAME).read_bytes() == b"first"
+    assert first.read_bytes() == b"first"
 
 
-def test_done_moves_to_sent_without_overwriting(tmp_path: Path) -> None:
-    for content in (b"one", b"two"):
-        (tmp_path / NAME).write_bytes(content)
-        taken = outbox.claim(tmp_path / NAME)
-        assert taken is not None
-        outbox.done(taken)
-    assert (tmp_path / "sent" / NAME).read_bytes() == b"one"
-    assert (tmp_path / "sent" / "IT01234567890_00001-2.xml").read_bytes() == b"two"
+def _begun(outbox_dir: Path, name: str = NAME) -> Path:
+    """Claims ``name`` and begins its unit: the file in .processing/."""
+    taken = outbox.claim(outbox_dir / name)
+    assert taken is not None
+    started = outbox.begin(taken)
+    assert started is not None
+    return started[0]
+
+
+def test_begin_says_a_file_claimed_from_the_outbox_is_new(tmp_path: Path) -> None:
+    (tmp_path / NAME).write_bytes(b"<x/>")
+    taken = outbox.claim(tmp_path / NAME)
+    assert taken is not None
+    assert outbox.begin(taken) == (tmp_path / ".processing" / NAME, True)
+    assert outbox.claimed(tmp_path) == [tmp_path / ".processing" / NAME]
+
+
+def test_begin_says_a_file_left_in_processing_is_an_unfinished_unit(tmp_path: Path) -> None:
+    left = _begun_then_crashed(tmp_path)
+    assert outbox.claimed(tmp_path) == [left]
+    assert outbox.begin(left) == (left, False)
+
+
+def _begun_then_crashed(outbox_dir: Path) -> Path:
+    (outbox_dir / NAME).write_bytes(b"<x/>")
+    return _begun(outbox_dir)
+
+
+def test_a_file_claimed_but_never_begun_is_still_new_after_a_crash(tmp_path: Path) -> None:
+    (tmp_path / NAME).write_bytes(b"<x/>")
+    taken = outbox.claim(tmp_path / NAME)
+    assert outbox.claimed(tmp_path) == [taken]  # what a restart resumes
+    assert taken is not None
+    started = outbox.begin(taken)
+    assert started is not None
+    assert started[1] is True
+
+
+def test_begin_of_a_file_another_unit_took_returns_none(tmp_path: Path) -> None:
+    (tmp_path / NAME).write_bytes(b"<x/>")
+    taken = outbox.claim(tmp_path / NAME)
+    assert taken is not None
+    assert outbox.begin(taken) is not None
+    assert outbox.begin(taken) is None
+
+
+def test_release_puts_a_claimed_file_back_into_the_outbox(tmp_path: Path) -> None:
+    (tmp_path / NAME).write_bytes(b"<half")
+    begun = _begun(tmp_path)
+    assert outbox.release(begun) == tmp_path / NAME
+    assert (tmp_path / NAME).read_bytes() == b"<half"
     assert outbox.claimed(tmp_path) == []
+
+
+def test_release_never_overwrites_a_new_file_of_the_same_name(tmp_path: Path) -> None:
+    (tmp_path / NAME).write_bytes(b"old")
+    begun = _begun(tmp_path)
+    (tmp_path / NAME).write_bytes(b"new")
+    assert outbox.release(begun) == begun
+    assert (tmp_path / NAME).read_bytes() == b"new"
+    assert begun.read_bytes() == b"old"
+
+
+def test_signature_changes_when_the_file_is_written(tmp_path: Path) -> None:
+    path = tmp_path / NAME
+    path.write_bytes(b"<a>")
+    before = outbox.signature(path)
+    with path.open("ab") as handle:
+        handle.write(b"</a>")
+    after = outbox.signature(path)
+    assert before is not None
+    assert after is not None
+    assert (after.size, after.inode) == (before.size + 4, before.inode)
+
+
+def test_signature_of_a_folder_or_a_symlink_is_none(tmp_path: Path) -> None:
+    (tmp_path / "archivio").mkdir()
+    (tmp_path / NAME).write_bytes(b"<x/>")
+    (tmp_path / "link.xml").symlink_to(tmp_path / NAME)
+    assert outbox.signature(tmp_path / "archivio") is None
+    assert outbox.signature(tmp_path / "link.xml") is None
+    assert outbox.signature(tmp_path / "gone.xml") is None
+
+
+def test_done_moves_to_sent_without_overwriting_named_as_in_the_inbox(tmp_path: Path) -> None:
+    for content in (b"one", b"two", b"three"):
+        (tmp_path / NAME).write_bytes(content)
+        outbox.done(_begun(tmp_path))
+    sent = tmp_path / "sent"
+    assert (sent / NAME).read_bytes() == b"one"
+    assert (sent / "IT01234567890_00001 (2).xml").read_bytes() == b"two"
+    assert (sent / "IT01234567890_00001 (3).xml").read_bytes() == b"three"
+    assert outbox.claimed(tmp_path) == []
+
+
+def test_clash_names_keep_every_extension_after_the_number(tmp_path: Path) -> None:
+    name = "IT01234567890_00001.xml.p7m"
+    for _ in range(2):
+        (tmp_path / name).write_bytes(b"p7m")
+        outbox.done(_begun(tmp_path, name))
+    assert sorted(p.name for p in (tmp_path / "sent").iterdir()) == [
+        "IT01234567890_00001 (2).xml.p7m",
+        "IT01234567890_00001.xml.p7m",
+    ]
 
 
 def test_reject_writes_readable_reasons_beside_the_file(tmp_path: Path) -> None:
     (tmp_path / NAME).write_bytes(b"<bad/>")
-    taken = outbox.claim(tmp_path / NAME)
-    assert taken is not None
+    taken = _begun(tmp_path)
     problems = [
         _Problem("schema", "element 'Foo' not expected", 12, 7, "remove 'Foo'"),
         _Problem("filename", "the name is not an SDI name", None, None, "rename the file"),
@@ -170,26 +325,72 @@ def test_reject_writes_readable_reasons_beside_the_file(tmp_path: Path) -> None:
     assert document["problems"][1]["line"] is None
 
 
-def test_reject_of_a_second_file_with_the_same_name_gets_a_suffix(tmp_path: Path) -> None:
+def test_reject_of_a_file_claimed_but_not_begun_goes_to_rejected(tmp_path: Path) -> None:
+    (tmp_path / NAME).write_bytes(b"<bad/>")
+    taken = outbox.claim(tmp_path / NAME)
+    assert taken is not None
+    assert outbox.reject(taken, []) == tmp_path / "rejected" / NAME
+
+
+def test_reject_of_a_second_file_with_the_same_name_gets_a_number(tmp_path: Path) -> None:
     for _ in range(2):
         (tmp_path / NAME).write_bytes(b"<bad/>")
-        taken = outbox.claim(tmp_path / NAME)
-        assert taken is not None
-        outbox.reject(taken, [_Problem("x", "y", None, None, "z")])
+        outbox.reject(_begun(tmp_path), [_Problem("x", "y", None, None, "z")])
     names = sorted(p.name for p in (tmp_path / "rejected").iterdir())
     assert names == [
-        "IT01234567890_00001-2.xml",
-        "IT01234567890_00001-2.xml.reason.json",
-        "IT01234567890_00001-2.xml.reason.txt",
+        "IT01234567890_00001 (2).xml",
+        "IT01234567890_00001 (2).xml.reason.json",
+        "IT01234567890_00001 (2).xml.reason.txt",
         "IT01234567890_00001.xml",
         "IT01234567890_00001.xml.reason.json",
         "IT01234567890_00001.xml.reason.txt",
     ]
 
 
+def _reject_at(outbox_dir: Path, when: dt.datetime, name: str = NAME) -> None:
+    (outbox_dir / name).write_bytes(b"<bad/>")
+    outbox.reject(_begun(outbox_dir, name), [_Problem("x", "y", None, None, "z")], now=when)
+
+
+def test_sending_a_name_renames_its_earlier_rejections_as_history(tmp_path: Path) -> None:
+    _reject_at(tmp_path, dt.datetime(2024, 5, 6, 10, 0, 0, tzinfo=dt.UTC))
+    _reject_at(tmp_path, dt.datetime(2024, 5, 6, 11, 30, 5, tzinfo=dt.UTC))
+    (tmp_path / NAME).write_bytes(b"<good/>")
+    outbox.done(_begun(tmp_path))
+    names = sorted(p.name for p in (tmp_path / "rejected").iterdir())
+    first, second = (
+        "IT01234567890_00001 (rejected 20240506T100000Z).xml",
+        ("IT01234567890_00001 (rejected 20240506T113005Z).xml"),
+    )
+    assert names == sorted(
+        n + s for n in (first, second) for s in ("", ".reason.json", ".reason.txt")
+    )
+    assert (tmp_path / "rejected" / first).read_bytes() == b"<bad/>"
+    assert (tmp_path / "sent" / NAME).read_bytes() == b"<good/>"
+
+
+def test_rejections_of_other_names_are_left_alone_when_a_file_is_sent(tmp_path: Path) -> None:
+    other = "IT01234567890_00002.xml"
+    _reject_at(tmp_path, dt.datetime(2024, 5, 6, tzinfo=dt.UTC), other)
+    (tmp_path / NAME).write_bytes(b"<good/>")
+    outbox.done(_begun(tmp_path))
+    assert sorted(p.name for p in (tmp_path / "rejected").iterdir()) == [
+        other,
+        other + ".reason.json",
+        other + ".reason.txt",
+    ]
+
+
+def test_a_signed_copy_sent_retires_the_rejection_of_the_plain_name(tmp_path: Path) -> None:
+    _reject_at(tmp_path, dt.datetime(2024, 5, 6, tzinfo=dt.UTC))
+    signed = "IT01234567890_00001.xml.p7m"
+    (tmp_path / signed).write_bytes(b"p7m")
+    outbox.done(_begun(tmp_path, signed))
+    assert not (tmp_path / "rejected" / (NAME + ".reason.txt")).exists()
+    assert (tmp_path / "rejected" / "IT01234567890_00001 (rejected 20240506T000000Z).xml").exists()
+
+
 def test_no_temporary_file_is_left_behind(tmp_path: Path) -> None:
     (tmp_path / NAME).write_bytes(b"<bad/>")
-    taken = outbox.claim(tmp_path / NAME)
-    assert taken is not None
-    outbox.reject(taken, [])
+    outbox.reject(_begun(tmp_path), [])
     assert not [p for p in (tmp_path / "rejected").iterdir() if p.name.endswith(".tmp")]

@@ -1,0 +1,204 @@
+"""The outbox's layout and its hand-off folders: ``sent/`` and ``rejected/`` with readable reasons.
+
+Owns the moves out of ``.processing/`` (never overwriting) and the reason files. ``outbox.py`` owns
+finding and claiming files; the service reaches both through ``outbox``.
+
+Names: a clash in ``sent/`` or ``rejected/`` gets `` (2)``, `` (3)`` ... before the extensions, as
+in the inbox (``sink``); nothing is ever overwritten. When a file is sent, earlier rejections of the
+same file name become history: each rejected file and its ``.reason.txt``/``.reason.json`` are
+renamed ``<stem> (rejected <YYYYMMDDTHHMMSSZ>)<ext>`` (the time of that rejection), so that no
+``rejected/<name>.reason.txt`` contradicts the send; the audit trail stays in the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from pecgateway import filename
+
+__all__ = [
+    "NEW",
+    "PROCESSING",
+    "REJECTED",
+    "SENT",
+    "Problem",
+    "done",
+    "fsync_folder",
+    "outbox_of",
+    "reject",
+]
+
+PROCESSING = ".processing"  # units of work, one file each (hidden from legacy software)
+NEW = "new"  # inside .processing/: claimed from the outbox, the unit not begun yet
+REJECTED = "rejected"  # failed our checks: the file beside <name>.reason.txt and <name>.reason.json
+SENT = "sent"  # accepted by the SMTP server
+
+
+class Problem(Protocol):
+    """What ``reject`` needs of each finding (``validate.Problem`` has these fields)."""
+
+    @property
+    def code(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def line(self) -> int | None: ...
+    @property
+    def column(self) -> int | None: ...
+    @property
+    def hint(self) -> str: ...
+
+
+def done(claimed_path: Path) -> Path:
+    """Moves a claimed file to ``sent/`` (never overwriting) and returns where it went.
+
+    Earlier rejections of the same file name in ``rejected/`` are renamed as history.
+    """
+    outbox = outbox_of(claimed_path)
+    target = _move(claimed_path, outbox / SENT)
+    _retire_rejections(outbox / REJECTED, claimed_path.name)
+    return target
+
+
+def reject(
+    claimed_path: Path, problems: Sequence[Problem], *, now: dt.datetime | None = None
+) -> Path:
+    """Moves a claimed file to ``rejected/`` after writing ``<name>.reason.txt`` and ``.json``.
+
+    The reasons are written first, so that software watching ``rejected/`` finds them as soon as the
+    file appears. Returns the rejected file's new path.
+    """
+    folder = outbox_of(claimed_path) / REJECTED
+    folder.mkdir(exist_ok=True)
+    target = _free_path(folder, claimed_path.name)
+    when = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds")
+    _write_atomic(
+        target.with_name(target.name + ".reason.txt"), _reason_text(target.name, problems)
+    )
+    document = _reason_json(claimed_path.name, when, problems)
+    _write_atomic(target.with_name(target.name + ".reason.json"), document)
+    claimed_path.rename(target)
+    fsync_folder(folder)
+    return target
+
+
+def _reason_text(name: str, problems: Sequence[Problem]) -> bytes:
+    lines = [f"{name}: not sent to SDI, {len(problems)} problem(s) found.", ""]
+    for number, problem in enumerate(problems, 1):
+        where = f" (line {problem.line}, column {problem.column})" if problem.line else ""
+        lines.append(f"{number}. [{problem.code}]{where} {problem.message}")
+        lines.append(f"   Fix: {problem.hint}")
+    lines += [
+        "",
+        "Fix the file and drop it into the outbox again (a new file name if it was sent).",
+        "",
+    ]
+    return "\n".join(lines).encode("utf-8")
+
+
+def _reason_json(name: str, when: str, problems: Sequence[Problem]) -> bytes:
+    items = [
+        {"code": p.code, "message": p.message, "line": p.line, "column": p.column, "hint": p.hint}
+        for p in problems
+    ]
+    document = {"file": name, "rejected_at": when, "problems": items}
+    return json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
+
+
+_REASONS = (".reason.txt", ".reason.json")
+_NUMBERED = re.compile(r"(?P<stem>.*) \(\d+\)")
+
+
+def _retire_rejections(folder: Path, sent_name: str) -> None:
+    """Renames each earlier rejection of ``sent_name`` (any `` (n)`` copy) as history."""
+    if not folder.is_dir():
+        return
+    for reason in sorted(folder.glob("*.reason.json")):
+        rejected = reason.with_name(reason.name.removesuffix(".reason.json"))
+        if filename.same_invoice_file(_unnumbered(rejected.name), sent_name):
+            stem, extension = _split(_unnumbered(rejected.name))
+            history = _free_path(folder, f"{stem} (rejected {_rejected_at(reason)}){extension}")
+            for suffix in ("", *_REASONS):
+                with contextlib.suppress(FileNotFoundError):
+                    rejected.with_name(rejected.name + suffix).rename(
+                        history.with_name(history.name + suffix)
+                    )
+    fsync_folder(folder)
+
+
+def _unnumbered(name: str) -> str:
+    """``name (2).xml`` -> ``name.xml``: the name as dropped into the outbox."""
+    stem, extension = _split(name)
+    numbered = _NUMBERED.fullmatch(stem)
+    return numbered["stem"] + extension if numbered else name
+
+
+def _rejected_at(reason_json: Path) -> str:
+    """When the rejection was made, as ``YYYYMMDDTHHMMSSZ`` (its reason file, else its mtime)."""
+    try:
+        when = dt.datetime.fromisoformat(json.loads(reason_json.read_bytes())["rejected_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        when = dt.datetime.fromtimestamp(reason_json.stat().st_mtime, dt.UTC)
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.UTC)
+    return when.strftime("%Y%m%dT%H%M%SZ")
+
+
+def outbox_of(claimed_path: Path) -> Path:
+    """The outbox of a file in it, in ``.processing/`` or in ``.processing/new/``."""
+    parent = claimed_path.parent
+    if parent.name == NEW and parent.parent.name == PROCESSING:
+        return parent.parent.parent
+    return parent.parent if parent.name == PROCESSING else parent
+
+
+def _move(source: Path, folder: Path) -> Path:
+    folder.mkdir(exist_ok=True)
+    target = _free_path(folder, source.name)
+    source.rename(target)
+    fsync_folder(folder)
+    return target
+
+
+def _free_path(folder: Path, name: str) -> Path:
+    """``folder/name``, or ``folder/<stem> (2)<ext>`` ... when taken (as ``sink`` names clashes)."""
+    stem, extension = _split(name)
+    candidate, number = folder / name, 1
+    while any(candidate.with_name(candidate.name + s).exists() for s in ("", *_REASONS)):
+        number += 1
+        candidate = folder / f"{stem} ({number}){extension}"
+    return candidate
+
+
+def _split(name: str) -> tuple[str, str]:
+    """``IT01_00001.xml.p7m`` -> (``IT01_00001``, ``.xml.p7m``); ``a.pdf`` -> (``a``, ``.pdf``)."""
+    stem = filename.invoice_stem(name)
+    if stem != name:
+        return stem, name[len(stem) :]
+    head, dot, tail = name.rpartition(".")
+    return (head, dot + tail) if dot and head else (name, "")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Makes a rename or a new name in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
