@@ -6,11 +6,15 @@ import argparse
 import io
 import re
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from lxml import etree
 
 from pecgateway import classify, cli, sample, schema, validate
 from pecgateway.schema import SchemaSet
@@ -578,6 +582,106 @@ def test_unknown_versione_blames_the_file(schemas: SchemaSet) -> None:
     assert "FPR12" in problem.hint
 
 
+def test_control_characters_are_reported_at_most_twenty_times(schemas: SchemaSet) -> None:
+    data = replace_once(FPR, b"<Numero>1</Numero>", b"<Numero>1" + b"\x1b" * 25 + b"</Numero>")
+    problems = validate.check(data, NAME, schemas)
+    assert [p.code for p in problems] == ["xml-char"] * 20
+    assert [p.column for p in problems] == list(range(18, 38))
+
+
+def test_schema_problems_are_capped_at_max_schema_problems(schemas: SchemaSet) -> None:
+    bodies = [sample.Body(str(n), "2024-13-45") for n in range(validate.MAX_SCHEMA_PROBLEMS + 10)]
+    problems = validate.check(sample.fpr12(lot=bodies), NAME, schemas)
+    assert [p.code for p in problems] == ["schema"] * validate.MAX_SCHEMA_PROBLEMS
+    assert all("'2024-13-45' is not a date" in p.message for p in problems)
+
+
+def test_xsi_type_naming_no_known_type_is_a_schema_problem_not_a_crash(
+    schemas: SchemaSet,
+) -> None:
+    xsi = b'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" versione="FPR12"'
+    data = replace_once(FPR, b'versione="FPR12"', xsi)
+    data = replace_once(data, b"<Numero>", b'<Numero xsi:type="zz:Nothing">')
+    (problem,) = validate.check(data, NAME, schemas)
+    assert problem.code == "schema"
+    assert problem.message.startswith("the schema check could not complete: ")
+    assert "zz:Nothing" in problem.message
+    assert problem.blames_file
+
+
+def test_installed_schema_damaged_after_loading_is_this_machines_problem(
+    schema_dir: Path, tmp_path: Path
+) -> None:
+    schema.install(schema_dir, tmp_path)
+    loaded = schema.load(tmp_path)  # schemas are compiled lazily, at the first check
+    for xsd in tmp_path.glob("*.xsd"):
+        xsd.write_bytes(b"<damaged")
+    (problem,) = validate.check(FPR, NAME, loaded)
+    assert problem.code == "schema-missing"
+    assert "cannot load the schema" in problem.message
+    assert "pecgateway schemas install --from DIR" in problem.hint
+    assert not problem.blames_file
+
+
+def test_signed_invoice_without_installed_schema_is_not_blamed_on_the_signed_xml(
+    tmp_path: Path,
+) -> None:
+    (problem,) = validate.check(SIGNED_FPR, SIGNED, schema.SchemaSet(tmp_path, {}))
+    assert problem.code == "schema-missing"
+    assert not problem.message.startswith("in the signed XML")
+    assert "sign the corrected XML again" not in problem.hint
+
+
+def test_entity_declaration_is_not_well_formed_with_the_reason_and_no_position(
+    schemas: SchemaSet,
+) -> None:
+    data = replace_once(FPR, b"<Numero>1</Numero>", b'<!ENTITY x "y"><Numero>1</Numero>')
+    (problem,) = validate.check(data, NAME, schemas)
+    assert problem.code == "not-well-formed"
+    assert "DOCTYPE or ENTITY declaration is refused" in problem.message
+    assert (problem.line, problem.column) == (None, None)
+
+
+class _OneSchemaError:
+    """Stands in for xmlschema (its errors are untyped): yields the given errors for any root."""
+
+    def __init__(self, *errors: object) -> None:
+        self.errors = errors
+
+    def iter_errors(self, root: object) -> Iterator[object]:
+        yield from self.errors
+
+
+class _SchemasYielding(SchemaSet):
+    def __init__(self, directory: Path, *errors: object) -> None:
+        super().__init__(directory, {})
+        self.schema = _OneSchemaError(*errors)
+
+    def for_invoice(self, versione: str) -> Any:  # an xmlschema stand-in
+        return self.schema
+
+
+def test_schema_error_the_library_cannot_place_has_no_position(tmp_path: Path) -> None:
+    error = SimpleNamespace(path="/p:FatturaElettronica", reason="odd", elem=None)
+    (problem,) = validate.check(FPR, NAME, _SchemasYielding(tmp_path, error))
+    assert (problem.code, problem.message) == ("schema", "/p:FatturaElettronica: odd")
+    assert (problem.line, problem.column) == (None, None)
+
+
+def test_schema_error_on_a_line_past_the_end_of_the_file_has_no_column(tmp_path: Path) -> None:
+    beyond = FPR.count(b"\n") + 10
+    elem = etree.fromstring(b"\n" * (beyond - 1) + b"<Numero/>")
+    error = SimpleNamespace(path="/p:FatturaElettronica", reason="odd", elem=elem)
+    (problem,) = validate.check(FPR, NAME, _SchemasYielding(tmp_path, error))
+    assert (problem.line, problem.column) == (beyond, None)
+
+
+def test_the_same_schema_problem_twice_is_reported_once(tmp_path: Path) -> None:
+    error = SimpleNamespace(path="/p:FatturaElettronica", reason="odd", elem=None)
+    problems = validate.check(FPR, NAME, _SchemasYielding(tmp_path, error, error))
+    assert [p.message for p in problems] == ["/p:FatturaElettronica: odd"]
+
+
 def test_cli_validate_never_prints_none_as_a_position(
     schema_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -616,3 +720,15 @@ def test_check_never_raises_on_mutated_envelopes_and_archives(
     problems = validate.check(mutated, name, schemas)
     assert all(isinstance(p, validate.Problem) for p in problems)
     assert all("None" not in p.location for p in problems)
+
+
+def test_cli_validate_goes_on_after_an_unreadable_path(
+    schema_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = tmp_path / NAME
+    good.write_bytes(sample.fpr12())
+    assert _validate_cli(schema_dir, tmp_path / "missing.xml", tmp_path, good) == 1
+    captured = capsys.readouterr()
+    assert f"{good}: OK, ready to send to SDI" in captured.out
+    assert "missing.xml: cannot read the file" in captured.err
+    assert f"{tmp_path}: not a regular file" in captured.err
