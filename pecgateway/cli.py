@@ -107,14 +107,24 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     failed = 0
     for name in args.files:
         path = Path(name)
-        problems = validate.check(_read_input(path), path.name, schemas)
+        try:
+            problems = validate.check(_read_input(path), path.name, schemas)
+        except FileNotFoundError as exc:  # one unreadable path never hides the others' results
+            print(f"pecgateway: {exc}", file=sys.stderr)
+            failed += 1
+            continue
         if not problems:
             print(f"{path}: OK, ready to send to SDI")
             continue
         failed += 1
-        print(f"{path}: {len(problems)} problem(s), SDI would reject this file")
+        verdict = (
+            "SDI would reject this file"
+            if any(problem.blames_file for problem in problems)
+            else "this machine cannot check it yet"
+        )
+        print(f"{path}: {len(problems)} problem(s), {verdict}")
         for problem in problems:
-            where = f"line {problem.line}, column {problem.column}: " if problem.line else ""
+            where = f"{problem.location}: " if problem.location else ""
             print(f"  [{problem.code}] {where}{problem.message}")
             print(f"      fix: {problem.hint}")
     return EXIT_FAILED if failed else EXIT_OK
