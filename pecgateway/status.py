@@ -82,9 +82,9 @@ def _text(item: dict[str, Any], tz: tzinfo | None) -> str:
         lines += _outgoing_lines(entry, tz)
     incoming: list[dict[str, Any]] = item.get("incoming", [])
     lines.append(f"incoming: {len(incoming)}")
-    lines += [
-        f"  {e.get('file')} (received {_local(e.get('received'), tz)})" for e in incoming[-_SHOWN:]
-    ]
+    for entry in incoming[-_SHOWN:]:
+        lines.append(f"  {entry.get('file')} (received {_local(entry.get('received'), tz)})")
+        lines += [f"    note: {warning}" for warning in entry.get("warnings", [])]
     orphans: list[dict[str, Any]] = item.get("orphans", [])
     if orphans:
         lines.append(f"about files we never sent: {len(orphans)}")

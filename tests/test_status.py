@@ -187,3 +187,22 @@ def test_pass_summary_has_one_line_per_account_when_there_are_several() -> None:
         f"alpha: outbox: 0 sent, 0 rejected{tail}",
         f"beta: outbox: 1 sent, 0 rejected{tail}",
     ]
+
+
+def test_render_text_shows_the_warnings_of_a_received_invoice() -> None:
+    doc = {
+        "sdi_address": "sdi07@pec.fatturapa.it",
+        "outgoing": [],
+        "incoming": [
+            {
+                "file": "IT09876543210_abc13.xml",
+                "received": "2026-12-01T10:00:00+00:00",
+                "warnings": ["its content equals the invoice received on 2026-11-30"],
+            }
+        ],
+        "quarantined": [],
+        "warnings": [],
+    }
+    text = status.render_text(doc)
+    assert "IT09876543210_abc13.xml (received" in text
+    assert "note: its content equals the invoice received on 2026-11-30" in text
