@@ -22,6 +22,7 @@ __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "Database",
+    "StoreUnusable",
     "When",
     "iso",
     "message_key",
@@ -101,17 +102,66 @@ _PRAGMAS = (
 )
 
 
+class StoreUnusable(ConfigError):
+    """The store file cannot be opened or migrated: damaged, not a store, a folder, locked.
+
+    A ``ConfigError`` (key ``store_path``): the service cannot start, and the message says what to
+    do. Errors after a successful open are left to the caller (an account-level failure).
+    """
+
+    def __init__(self, path: Path, exc: sqlite3.Error) -> None:
+        super().__init__(f"{path}: {_what_to_do(path, exc)}", key="store_path")
+        self.path = path
+
+
+def _what_to_do(path: Path, exc: sqlite3.Error) -> str:
+    words = str(exc)
+    if path.is_dir():
+        return (
+            "is a folder, not a store file: set store_path to a file (pecgateway creates it) or "
+            "move the folder aside"
+        )
+    if "locked" in words or "busy" in words:
+        return (
+            f"the store is locked by another program ({words}): stop it (another pecgateway, an "
+            "sqlite3 shell) and try again"
+        )
+    if isinstance(exc, sqlite3.OperationalError):
+        return (
+            f"cannot use the store ({words}): the file and its folder must exist, be readable "
+            "and writable by the user running pecgateway, and the disk must have space"
+        )
+    return (
+        f"the store is damaged ({words}): restore it from your backup, or move it aside to start "
+        "a new one — the history of sent invoices would be lost"
+    )
+
+
 class Database:
     """One SQLite connection, migrated on open; also a context manager.
 
-    For the thread that created it (the event loop's); not thread-safe.
+    For the thread that created it (the event loop's); not thread-safe. Raises ``StoreUnusable``
+    when the file cannot be opened or migrated.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
         self._depth = 0
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreUnusable(path, exc) from exc
+        try:
+            self._open()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StoreUnusable(path, exc) from exc
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open(self) -> None:
+        self._db.row_factory = sqlite3.Row
         for pragma in _PRAGMAS:
             self._db.execute(pragma)
         self._migrate()
