@@ -1,8 +1,14 @@
 """One outbound unit of work: a claimed outbox file, checked, recorded, sent to SDI, filed.
 
-Commits in the fixed order store -> folders -> ack (the outbox move). The Message-ID is generated and
-stored (state ``sending``) before the SMTP transaction, so that after a crash an invoice is reconciled
-by its ACCETTAZIONE and resent only when none came within ``resend_after_s``.
+Commits in the fixed order store -> folders -> ack (the outbox move). The Message-ID is generated
+and stored (state ``sending``) before the SMTP transaction, so that after a crash an invoice is
+reconciled by its ACCETTAZIONE and resent only when none came within ``resend_after_s``.
+
+A unit begins by moving its file out of ``.processing/new/`` (``outbox.begin``): a file new from the
+outbox is always checked, so the same bytes dropped again after a send are refused as a duplicate;
+only a file found in ``.processing/`` itself resumes its record. A file that changes while it is
+read, or that looks cut short and changes within ``stable_for_s``, goes back to the outbox before
+anything is recorded. The inbox copy's ``.json`` is a snapshot of the send, never its later state.
 """
 
 from __future__ import annotations
@@ -16,8 +22,8 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pecgateway import compose, invoice, lifecycle, outbox, p7m, sink, smtp, validate
-from pecgateway.errors import MalformedMessage, PermanentSendError, TransientError
+from pecgateway import compose, invoice, lifecycle, outbound_checks, outbox, sink, smtp, validate
+from pecgateway.errors import PermanentSendError, TransientError
 from pecgateway.lifecycle import Event, State
 from pecgateway.log import get_logger
 from pecgateway.store import Item, Outgoing
@@ -26,7 +32,7 @@ if TYPE_CHECKING:
     from pecgateway.config import Account
     from pecgateway.service import Gateway
 
-__all__ = ["ONCE_ATTEMPTS", "SMTP_DEFERRED", "take"]
+__all__ = ["ONCE_ATTEMPTS", "SMTP_DEFERRED", "overdue", "take"]
 
 ONCE_ATTEMPTS = 3  # `pecgateway once` gives up on a transient SMTP failure after this many tries
 SMTP_DEFERRED = "smtp-deferred"  # audit note: the last attempt failed for sure, resend at once
@@ -36,98 +42,126 @@ _log = get_logger()
 
 async def take(gw: Gateway, account: Account, claimed: Path, stop: asyncio.Event) -> str:
     """Handles one claimed file from start to end (or resumes it); returns the outcome."""
-    data = _read(claimed)
+    started = outbox.begin(claimed)
+    if started is None:
+        _log.info("outbox_file_gone", file=claimed.name, path=str(claimed))
+        return "gone"
+    path, new = started
+    read = _read_settled(path)
+    if read is None:
+        return _still_changing(path)
+    data, seen = read
     digest = hashlib.sha256(data).hexdigest()
-    record = _unfinished(gw, account, claimed.name, digest)
+    record = None if new else _unfinished(gw, account, path.name, digest)
     if record is None:
-        record, problems = _check_and_record(gw, account, claimed.name, data, digest)
+        facts, problems = outbound_checks.check(gw, account, path.name, data, digest)
+        if problems and await _still_written(path, seen, problems, account, stop):
+            return _still_changing(path)
+        record = _record(gw, account, path.name, digest, facts, problems)
         if problems:
-            return _reject(gw, record, claimed, problems)
+            return _reject(gw, record, path, problems)
     if record.state in _RESUMABLE:
-        return await _send(gw, account, record, claimed, data, stop)
+        return await _send(gw, account, record, path, data, stop)
     if record.state is State.NOT_ACCEPTED:
-        return _reject(gw, record, claimed, (_refusal(gw, record),), transition=False)
-    return _finish(gw, account, record, claimed, data, reply="")
+        return _reject(gw, record, path, (_refusal(gw, record),))
+    return _finish(gw, account, record, path, data, reply="")
 
 
 def _read(path: Path) -> bytes:
     return path.read_bytes()  # at most a few MB: SDI refuses files over 5 MB
 
 
+def _read_settled(path: Path) -> tuple[bytes, outbox.Signature] | None:
+    """The bytes and the signature they were read at; None when the file changed meanwhile."""
+    seen = outbox.signature(path)
+    data = _read(path)
+    if seen is None or outbox.signature(path) != seen:
+        return None
+    return data, seen
+
+
+_CUT_SHORT = frozenset({"not-well-formed", "p7m", "encoding"})  # how a half-written file fails
+
+
+async def _still_written(
+    path: Path,
+    seen: outbox.Signature,
+    problems: tuple[validate.Problem, ...],
+    account: Account,
+    stop: asyncio.Event,
+) -> bool:
+    """For a file that looks cut short: whether it changes within ``stable_for_s`` once more."""
+    if not any(problem.code in _CUT_SHORT for problem in problems):
+        return False
+    await _stopped_within(stop, account.stable_for_s)
+    return outbox.signature(path) != seen
+
+
+def _still_changing(path: Path) -> str:
+    """A file whose writer is still at work goes back to the outbox and waits to settle again."""
+    where = outbox.release(path)
+    _log.warning(
+        "outbox_file_still_changing", file=path.name, path=str(where), hint=_STILL_CHANGING_HINT
+    )
+    return "still-changing"
+
+
+_STILL_CHANGING_HINT = (
+    "the file changed after it had held still for stable_for_s: it is taken again once complete; "
+    "write files under a temporary name (name.xml.tmp) and rename them when complete"
+)
+
+
 def _unfinished(gw: Gateway, account: Account, name: str, digest: str) -> Outgoing | None:
-    """This very file's record when a crash or a stop interrupted it (same name, same bytes)."""
+    """The record of a unit found in ``.processing/`` (a crash, a stop, a send waiting for its
+    receipt): same name, same bytes. A file new from the outbox is never resumed."""
     found = gw.store.find_outgoing_by_file(account.name, name)
     if found is None or found.sha256 != digest or found.state is State.REJECTED:
         return None
     return found
 
 
-def _check_and_record(
-    gw: Gateway, account: Account, name: str, data: bytes, digest: str
-) -> tuple[Outgoing, tuple[validate.Problem, ...]]:
-    duplicate = gw.store.duplicate_reason(account.name, name, digest)
-    payload, problems = _payload(name, data)
-    if duplicate:
-        problems = (validate.Problem("duplicate", duplicate, None, None, _DUPLICATE_HINT),)
-    elif payload is not None and not name.lower().endswith(".zip"):
-        problems = validate.check(payload, name, gw.schemas)
-    facts = _facts(payload)
-    record = gw.store.record_outgoing(
-        account.name,
-        file_name=name,
-        sha256=digest,
-        at=gw.clock(),
-        format=facts.format if facts else None,
-        flow=facts.flow if facts else None,
-    )
-    _log.info("invoice_claimed", file=name, sha256=digest, outgoing_id=record.id)
-    return record, problems
-
-
-_DUPLICATE_HINT = "send a corrected invoice as a new file with a new progressivo in its name"
-
-
-def _payload(name: str, data: bytes) -> tuple[bytes | None, tuple[validate.Problem, ...]]:
-    if not name.lower().endswith((".p7m", ".pk7")):
-        return data, ()
-    try:
-        return p7m.unwrap(data).payload, ()
-    except MalformedMessage as exc:
-        hint = "sign the invoice again with your signing software (CAdES, .xml.p7m)"
-        return None, (
-            validate.Problem("p7m", f"cannot open the signed file: {exc.reason}", None, None, hint),
+def _record(
+    gw: Gateway,
+    account: Account,
+    name: str,
+    digest: str,
+    facts: invoice.Invoice | None,
+    problems: tuple[validate.Problem, ...],
+) -> Outgoing:
+    """The new file in the store: ``queued``, or ``rejected`` in the same transaction."""
+    with gw.store.atomic():
+        record = gw.store.record_outgoing(
+            account.name,
+            file_name=name,
+            sha256=digest,
+            at=gw.clock(),
+            format=facts.format if facts else None,
+            flow=facts.flow if facts else None,
         )
+        if problems:
+            record = gw.store.transition(
+                record.id, Event.REJECTED, at=gw.clock(), source="checks", detail=_summary(problems)
+            )
+    _log.info("invoice_claimed", file=name, sha256=digest, outgoing_id=record.id)
+    return record
 
 
-def _facts(payload: bytes | None) -> invoice.Invoice | None:
-    if payload is None:
-        return None
-    try:
-        return invoice.parse(payload)
-    except MalformedMessage:
-        return None
+def _summary(problems: tuple[validate.Problem, ...]) -> str:
+    return "; ".join(f"[{p.code}] {p.message}" for p in problems[:5])
 
 
 def _reject(
-    gw: Gateway,
-    record: Outgoing,
-    claimed: Path,
-    problems: tuple[validate.Problem, ...],
-    *,
-    transition: bool = True,
+    gw: Gateway, record: Outgoing, claimed: Path, problems: tuple[validate.Problem, ...]
 ) -> str:
-    summary = "; ".join(f"[{p.code}] {p.message}" for p in problems[:5])
-    if transition:
-        gw.store.transition(
-            record.id, Event.REJECTED, at=gw.clock(), source="checks", detail=summary
-        )
+    """The file to ``rejected/`` beside its reasons (the store already says why)."""
     target = outbox.reject(claimed, problems, now=gw.clock())
     gw.store.record_path(Item.OUTGOING, record.id, str(target), at=gw.clock())
     _log.warning(
         "invoice_rejected",
         file=record.file_name,
         problems=len(problems),
-        reason=summary,
+        reason=_summary(problems),
         path=str(target),
     )
     return "rejected"
@@ -166,7 +200,7 @@ async def _send(
         )
         problem = validate.Problem("smtp-refused", exc.reason, None, None, _REFUSED_HINT)
         _log.error("invoice_send_failed", file=record.file_name, reason=exc.reason)
-        return _reject(gw, record, claimed, (problem,), transition=False)
+        return _reject(gw, record, claimed, (problem,))
     if reply is None:
         return "deferred"
     record = gw.store.transition(record.id, Event.SENT, at=gw.clock(), source="smtp", detail=reply)
@@ -260,16 +294,7 @@ def _finish(
     now = gw.clock()
     relpath = sink.route(sink.Kind.SENT, record.file_name, now, gw.config.inbox_language)
     copy = sink.write(account.inbox, relpath, data)
-    facts = {
-        "file": record.file_name,
-        "message_id": record.message_id,
-        "sdi_address": record.sdi_address,
-        "sha256": record.sha256,
-        "sent_at": now.isoformat(),
-        "smtp_reply": reply,
-        "state": record.state.value,
-    }
-    sidecar = sink.write_json_sidecar(copy, facts)
+    sidecar = sink.write_json_sidecar(copy, _send_facts(gw, record, reply, now))
     for path in (copy, sidecar):
         gw.store.record_path(Item.OUTGOING, record.id, str(path), at=now)
     outbox.done(claimed)
@@ -284,6 +309,26 @@ def _finish(
     else:
         _log.info("invoice_filed", file=record.file_name, state=record.state.value)
     return "sent"
+
+
+def _send_facts(gw: Gateway, record: Outgoing, reply: str, now: datetime) -> dict[str, object]:
+    """The sidecar of the inbox copy: the facts of the send, never its later state."""
+    return {
+        "file": record.file_name,
+        "sha256": record.sha256,
+        "message_id": record.message_id,
+        "sdi_address": record.sdi_address,
+        "sent_at": outbound_checks.sent_at(gw, record) or now.isoformat(),
+        "smtp_reply": reply,  # empty when the send was confirmed by its receipt after a restart
+        "filed_at": now.isoformat(),
+        "note": _SNAPSHOT_NOTE,
+    }
+
+
+_SNAPSHOT_NOTE = (
+    "the facts of the send, written once and never updated; `pecgateway status` shows the "
+    "invoice's current state (receipts, SDI's outcome)"
+)
 
 
 def overdue(gw: Gateway, account: Account) -> list[Outgoing]:

@@ -1,0 +1,355 @@
+"""Outbox files through the real service path: run_once (or run) against aiosmtpd and Dovecot.
+
+Folders the outbox must ignore, a file dropped again after it was sent, a unit left by a crash, a
+file still being written, the inbox copy's sidecar, and rejections made stale by a later send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from structlog.contextvars import merge_contextvars
+from structlog.testing import capture_logs
+
+from pecgateway import outbound, sample, service, validate
+from pecgateway.config import Config
+from pecgateway.lifecycle import Event, State
+from pecgateway.store import Store
+from tests.factory.gateway import account_table, write_config
+from tests.factory.smtp_server import SmtpServer, smtp_server
+
+if TYPE_CHECKING:
+    from pecgateway.sandbox.ca import SandboxCA
+    from pecgateway.sandbox.dovecot import MailAccount
+
+pytestmark = pytest.mark.servers
+
+NAME = sample.file_name()  # IT01234567890_00001.xml
+SENT_ON = "2024-05-06 10:00:00 UTC"
+
+
+def _clock() -> datetime:
+    return datetime(2024, 5, 6, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def smtp(sandbox_ca: SandboxCA) -> AsyncIterator[SmtpServer]:
+    pair = sandbox_ca.server
+    async with smtp_server(pair.cert_path, pair.key_path, sandbox_ca.ca_file) as server:
+        yield server
+
+
+@pytest.fixture
+def config(tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount) -> Config:
+    table = account_table(
+        tmp_path,
+        "main",
+        address=mail_user.user,
+        smtp={
+            "host": smtp.host,
+            "port": smtp.port,
+            "username": smtp.username,
+            "password": smtp.password,
+            "ca_file": str(smtp.ca_file),
+            "timeout_s": 5.0,
+        },
+        imap={
+            "host": mail_user.host,
+            "port": mail_user.port,
+            "username": mail_user.user,
+            "password": mail_user.password,
+            "ca_file": str(mail_user.ca_file),
+            "timeout_s": 5.0,
+        },
+    )
+    return write_config(tmp_path, schema_dir, [table])
+
+
+@pytest.fixture
+def store(config: Config) -> Iterator[Store]:
+    with Store(config.store_path) as opened:
+        yield opened
+
+
+@pytest.fixture
+def outbox_dir(config: Config) -> Path:
+    folder = config.accounts[0].outbox
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def inbox_sent(config: Config) -> Path:
+    return config.accounts[0].inbox / "inviate" / "2024" / "05"
+
+
+async def _once(config: Config) -> list[MutableMapping[str, Any]]:
+    with capture_logs(processors=[merge_contextvars]) as logs:
+        await service.run_once(config, clock=_clock)
+    return logs
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def _outcomes(logs: Sequence[MutableMapping[str, Any]]) -> list[str]:
+    return [str(line["outcome"]) for line in logs if line["event"] == "unit_done"]
+
+
+def _reason(outbox_dir: Path, name: str = NAME) -> dict[str, Any]:
+    document = json.loads((outbox_dir / "rejected" / f"{name}.reason.json").read_bytes())
+    assert isinstance(document, dict)
+    return document
+
+
+# ---- folders and desktop junk ------------------------------------------------------------------
+
+
+async def test_a_folder_made_in_the_outbox_while_running_is_never_claimed_nor_rejected(
+    config: Config, smtp: SmtpServer, outbox_dir: Path
+) -> None:
+    stop = asyncio.Event()
+    with capture_logs(processors=[merge_contextvars]) as logs:
+        running = asyncio.ensure_future(service.run(config, stop, notify=lambda _: None))
+        await asyncio.sleep(0.5)
+        (outbox_dir / "archivio").mkdir()
+        (outbox_dir / "archivio" / "old.xml").write_bytes(b"<old/>")
+        await asyncio.sleep(1.2)  # inotify events and a rescan (rescan_interval_s = 0.5)
+        (outbox_dir / NAME).write_bytes(sample.fpr12())
+        async with asyncio.timeout(10):
+            await smtp.data_arrived.wait()
+        stop.set()
+        async with asyncio.timeout(10):
+            await running
+    assert (outbox_dir / "archivio" / "old.xml").read_bytes() == b"<old/>"
+    assert _names(outbox_dir / "rejected") == []
+    assert [line for line in logs if line["event"] == "unit_failed"] == []
+    assert _outcomes(logs) == ["sent"]
+
+
+async def test_a_folder_and_desktop_junk_are_left_alone_by_once(
+    config: Config, smtp: SmtpServer, outbox_dir: Path
+) -> None:
+    (outbox_dir / "archivio").mkdir()
+    for junk in ("Thumbs.db", "desktop.ini", ".DS_Store"):
+        (outbox_dir / junk).write_bytes(b"junk")
+    (outbox_dir / NAME).write_bytes(sample.fpr12())
+    logs = await _once(config)
+    assert len(smtp.received) == 1
+    assert _outcomes(logs) == ["sent"]
+    assert _names(outbox_dir) == [
+        ".DS_Store",
+        ".processing",
+        "Thumbs.db",
+        "archivio",
+        "desktop.ini",
+        "sent",
+    ]
+
+
+async def test_a_file_that_is_no_invoice_is_still_rejected_with_a_readable_reason(
+    config: Config, smtp: SmtpServer, outbox_dir: Path
+) -> None:
+    (outbox_dir / "notes.txt").write_bytes(b"call the accountant")
+    await _once(config)
+    assert smtp.received == []
+    problems = _reason(outbox_dir, "notes.txt")["problems"]
+    assert problems[0]["code"] != "internal-error"
+    assert problems[0]["hint"]
+
+
+# ---- the same file dropped again ---------------------------------------------------------------
+
+
+async def test_the_same_bytes_dropped_again_under_the_same_name_are_refused_not_sent_twice(
+    config: Config, smtp: SmtpServer, outbox_dir: Path, inbox_sent: Path
+) -> None:
+    data = sample.fpr12()
+    (outbox_dir / NAME).write_bytes(data)
+    await _once(config)
+    (outbox_dir / NAME).write_bytes(data)
+    logs = await _once(config)
+    assert len(smtp.received) == 1
+    assert _outcomes(logs) == ["rejected"]
+    assert _names(outbox_dir / "sent") == [NAME]
+    assert _names(inbox_sent) == [NAME, f"{NAME}.json"]
+    (problem,) = _reason(outbox_dir)["problems"]
+    assert problem["code"] == "duplicate"
+    assert f"already sent on {SENT_ON}" in problem["message"]
+    assert "now sent" in problem["message"]
+    assert "nothing was sent again" in problem["message"]
+
+
+async def test_the_same_bytes_under_a_new_name_are_refused_naming_the_first(
+    config: Config, smtp: SmtpServer, outbox_dir: Path
+) -> None:
+    data = sample.fpr12()
+    (outbox_dir / NAME).write_bytes(data)
+    await _once(config)
+    other = sample.file_name(progressivo="00002")
+    (outbox_dir / other).write_bytes(data)
+    await _once(config)
+    assert len(smtp.received) == 1
+    (problem,) = _reason(outbox_dir, other)["problems"]
+    assert f"already sent as {NAME} on {SENT_ON}" in problem["message"]
+
+
+def _left_in_processing(outbox_dir: Path, store: Store, data: bytes, *, new: bool) -> None:
+    """A file claimed before a crash: in .processing/new/ (never begun) or .processing/ (begun)."""
+    folder = outbox_dir / ".processing" / ("new" if new else "")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / NAME).write_bytes(data)
+
+
+async def test_a_unit_left_in_processing_by_a_crash_after_the_send_is_finished_not_refused(
+    config: Config, smtp: SmtpServer, store: Store, outbox_dir: Path, inbox_sent: Path
+) -> None:
+    data = sample.fpr12()
+    record = store.record_outgoing(
+        "main", file_name=NAME, at=_clock(), sha256=hashlib.sha256(data).hexdigest()
+    )
+    store.transition(record.id, Event.SENDING, at=_clock(), source="test", message_id="<m1@x>")
+    store.transition(record.id, Event.SENT, at=_clock(), source="smtp", detail="250 ok")
+    _left_in_processing(outbox_dir, store, data, new=False)
+    logs = await _once(config)
+    assert smtp.received == []
+    assert _outcomes(logs) == ["sent"]
+    assert (outbox_dir / "sent" / NAME).read_bytes() == data
+    assert _names(inbox_sent) == [NAME, f"{NAME}.json"]
+    assert _names(outbox_dir / "rejected") == []
+
+
+async def test_a_redrop_claimed_but_not_begun_before_a_crash_is_still_refused(
+    config: Config, smtp: SmtpServer, store: Store, outbox_dir: Path
+) -> None:
+    data = sample.fpr12()
+    (outbox_dir / NAME).write_bytes(data)
+    await _once(config)
+    _left_in_processing(outbox_dir, store, data, new=True)
+    logs = await _once(config)
+    assert len(smtp.received) == 1
+    assert _outcomes(logs) == ["rejected"]
+    assert _reason(outbox_dir)["problems"][0]["code"] == "duplicate"
+    assert _names(outbox_dir / "sent") == [NAME]
+
+
+async def test_a_file_claimed_but_not_begun_before_a_crash_is_sent_as_new(
+    config: Config, smtp: SmtpServer, store: Store, outbox_dir: Path
+) -> None:
+    _left_in_processing(outbox_dir, store, sample.fpr12(), new=True)
+    await _once(config)
+    assert len(smtp.received) == 1
+    record = store.find_outgoing_by_file("main", NAME)
+    assert record is not None
+    assert record.state is State.SENT
+
+
+# ---- a file still being written ----------------------------------------------------------------
+
+
+def _writer_goes_on_after(
+    monkeypatch: pytest.MonkeyPatch, module: Any, attribute: str, path: Path, rest: bytes
+) -> None:
+    """After the first call of ``module.attribute``, ``rest`` is appended to the claimed file:
+    its writer was still at work (it keeps the file open, so it writes wherever the file went)."""
+    original: Callable[..., Any] = getattr(module, attribute)
+    pending = [rest]
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        if pending:
+            with (path.parent / ".processing" / path.name).open("ab") as handle:
+                handle.write(pending.pop())
+        return result
+
+    monkeypatch.setattr(module, attribute, wrapper)
+
+
+async def test_a_file_that_grows_while_it_is_read_is_put_back_and_sent_once_complete(
+    config: Config, smtp: SmtpServer, outbox_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = sample.fpr12()
+    half = len(data) // 2
+    (outbox_dir / NAME).write_bytes(data[:half])
+    _writer_goes_on_after(monkeypatch, outbound, "_read", outbox_dir / NAME, data[half:])
+    logs = await _once(config)
+    assert [line["event"] for line in logs].count("outbox_file_still_changing") == 1
+    assert _outcomes(logs) == ["still-changing", "sent"]
+    [got] = smtp.received
+    [attachment] = list(got.message.iter_attachments())
+    assert attachment.get_content() == data
+    assert _names(outbox_dir / "rejected") == []
+
+
+async def test_a_cut_short_file_written_on_during_the_checks_is_put_back_not_rejected(
+    config: Config, smtp: SmtpServer, outbox_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = sample.fpr12()
+    half = len(data) // 2
+    (outbox_dir / NAME).write_bytes(data[:half])
+    _writer_goes_on_after(monkeypatch, validate, "check", outbox_dir / NAME, data[half:])
+    logs = await _once(config)
+    assert _outcomes(logs) == ["still-changing", "sent"]
+    assert len(smtp.received) == 1
+    assert _names(outbox_dir / "rejected") == []
+    assert (outbox_dir / "sent" / NAME).read_bytes() == data
+
+
+async def test_a_cut_short_file_that_holds_still_is_rejected_as_not_well_formed(
+    config: Config, smtp: SmtpServer, store: Store, outbox_dir: Path
+) -> None:
+    data = sample.fpr12()
+    (outbox_dir / NAME).write_bytes(data[: len(data) // 2])
+    logs = await _once(config)
+    assert smtp.received == []
+    assert _outcomes(logs) == ["rejected"]
+    assert _reason(outbox_dir)["problems"][0]["code"] == "not-well-formed"
+    record = store.find_outgoing_by_file("main", NAME)
+    assert record is not None
+    assert record.state is State.REJECTED
+
+
+# ---- what the inbox copy says ------------------------------------------------------------------
+
+
+async def test_the_inbox_copys_sidecar_is_a_snapshot_of_the_send_without_a_state(
+    config: Config, smtp: SmtpServer, outbox_dir: Path, inbox_sent: Path
+) -> None:
+    (outbox_dir / NAME).write_bytes(sample.fpr12())
+    await _once(config)
+    facts = json.loads((inbox_sent / f"{NAME}.json").read_bytes())
+    assert "state" not in facts
+    assert facts["message_id"] == smtp.received[0].message["Message-ID"]
+    assert facts["sdi_address"] == "sdi01@pec.fatturapa.it"
+    assert datetime.fromisoformat(facts["sent_at"]) == _clock()
+    assert "queued as Q1" in facts["smtp_reply"]
+    assert "pecgateway status" in facts["note"]
+
+
+# ---- rejections made stale by a later send -----------------------------------------------------
+
+
+async def test_a_rejected_name_fixed_and_sent_keeps_the_rejection_only_as_history(
+    config: Config, smtp: SmtpServer, outbox_dir: Path
+) -> None:
+    (outbox_dir / NAME).write_bytes(b"<?xml version='1.0'?><Fattura/>")
+    await _once(config)
+    assert (outbox_dir / "rejected" / f"{NAME}.reason.txt").exists()
+    (outbox_dir / NAME).write_bytes(sample.fpr12())
+    await _once(config)
+    assert len(smtp.received) == 1
+    history = "IT01234567890_00001 (rejected 20240506T100000Z).xml"
+    assert _names(outbox_dir / "rejected") == [
+        history,
+        f"{history}.reason.json",
+        f"{history}.reason.txt",
+    ]
+    assert _names(outbox_dir / "sent") == [NAME]
