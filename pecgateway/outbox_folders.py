@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from pecgateway import filename
+from pecgateway import filename, sink
 
 __all__ = [
     "NEW",
@@ -113,7 +113,7 @@ def _reason_json(name: str, when: str, problems: Sequence[Problem]) -> bytes:
 
 
 _REASONS = (".reason.txt", ".reason.json")
-_NUMBERED = re.compile(r"(?P<stem>.*) \(\d+\)")
+_NUMBERED = re.compile(r"(?P<head>.*) \((?P<n>\d+)\)(?P<tail>.*)")
 
 
 def _retire_rejections(folder: Path, sent_name: str) -> None:
@@ -135,9 +135,11 @@ def _retire_rejections(folder: Path, sent_name: str) -> None:
 
 def _unnumbered(name: str) -> str:
     """``name (2).xml`` -> ``name.xml``: the name as dropped into the outbox."""
-    stem, extension = _split(name)
-    numbered = _NUMBERED.fullmatch(stem)
-    return numbered["stem"] + extension if numbered else name
+    numbered = _NUMBERED.fullmatch(name)
+    if numbered is None:
+        return name
+    original = numbered["head"] + numbered["tail"]
+    return original if sink.number_of(original, name) == int(numbered["n"]) else name
 
 
 def _rejected_at(reason_json: Path) -> str:
@@ -168,13 +170,9 @@ def _move(source: Path, folder: Path) -> Path:
 
 
 def _free_path(folder: Path, name: str) -> Path:
-    """``folder/name``, or ``folder/<stem> (2)<ext>`` ... when taken (as ``sink`` names clashes)."""
-    stem, extension = _split(name)
-    candidate, number = folder / name, 1
-    while any(candidate.with_name(candidate.name + s).exists() for s in ("", *_REASONS)):
-        number += 1
-        candidate = folder / f"{stem} ({number}){extension}"
-    return candidate
+    """``folder/name``, or ``folder/<stem> (2)<ext>`` ... when it or its reasons exist (``sink``)."""
+    names = [name, *(name + suffix for suffix in _REASONS)]
+    return folder / sink.numbered(name, sink.free_number(folder, names, anchor=name))
 
 
 def _split(name: str) -> tuple[str, str]:

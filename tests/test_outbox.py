@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pecgateway import outbox
+from pecgateway import outbox, sink
 
 NAME = "IT01234567890_00001.xml"
 
@@ -345,6 +345,18 @@ def test_reject_of_a_second_file_with_the_same_name_gets_a_number(tmp_path: Path
         "IT01234567890_00001.xml.reason.json",
         "IT01234567890_00001.xml.reason.txt",
     ]
+
+
+@pytest.mark.parametrize(
+    "name", ["notes.txt", "IT01234567890_00001.xml.p7m", "fattura.v2.xml", "senza-estensione"]
+)
+def test_rejected_clashes_are_named_as_the_inbox_names_them(tmp_path: Path, name: str) -> None:
+    for _ in range(3):
+        (tmp_path / name).write_bytes(b"x")
+        outbox.reject(_begun(tmp_path, name), [_Problem("x", "y", None, None, "z")])
+    files = {p.name for p in (tmp_path / "rejected").iterdir()}
+    assert {name, sink.numbered(name, 2), sink.numbered(name, 3)} <= files
+    assert sink.numbered(name, 3) + ".reason.txt" in files
 
 
 def _reject_at(outbox_dir: Path, when: dt.datetime, name: str = NAME) -> None:
