@@ -62,7 +62,7 @@ def done(claimed_path: Path) -> Path:
     Earlier rejections of the same file name in ``rejected/`` are renamed as history.
     """
     outbox = outbox_of(claimed_path)
-    target = _move(claimed_path, outbox / SENT)
+    target = _move(_current(claimed_path), outbox / SENT)
     _retire_rejections(outbox / REJECTED, claimed_path.name)
     return target
 
@@ -75,6 +75,7 @@ def reject(
     The reasons are written first, so that software watching ``rejected/`` finds them as soon as the
     file appears. Returns the rejected file's new path.
     """
+    claimed_path = _current(claimed_path)
     folder = outbox_of(claimed_path) / REJECTED
     folder.mkdir(exist_ok=True)
     target = _free_path(folder, claimed_path.name)
@@ -151,6 +152,16 @@ def _rejected_at(reason_json: Path) -> str:
     if when.tzinfo is not None:
         when = when.astimezone(dt.UTC)
     return when.strftime("%Y%m%dT%H%M%SZ")
+
+
+def _current(claimed_path: Path) -> Path:
+    """Where a claimed file is now: one claimed into ``.processing/new/`` may have been begun since
+    (moved to ``.processing/``), e.g. when its unit failed and is set aside by the claimed path."""
+    folder = claimed_path.parent
+    begun = folder.parent / claimed_path.name
+    if folder.name == NEW and folder.parent.name == PROCESSING and not claimed_path.exists():
+        return begun
+    return claimed_path
 
 
 def outbox_of(claimed_path: Path) -> Path:

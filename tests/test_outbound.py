@@ -18,7 +18,7 @@ import pytest
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
-from pecgateway import outbound, sample, service, validate
+from pecgateway import outbound, outbound_checks, sample, service, validate
 from pecgateway.config import Config
 from pecgateway.lifecycle import Event, State
 from pecgateway.store import Store
@@ -164,6 +164,21 @@ async def test_a_file_that_is_no_invoice_is_still_rejected_with_a_readable_reaso
     problems = _reason(outbox_dir, "notes.txt")["problems"]
     assert problems[0]["code"] != "internal-error"
     assert problems[0]["hint"]
+
+
+async def test_a_unit_failing_unexpectedly_sets_its_file_aside_at_once(
+    config: Config, smtp: SmtpServer, outbox_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(outbound_checks, "check", broken)
+    (outbox_dir / NAME).write_bytes(sample.fpr12())
+    logs = await _once(config)
+    assert smtp.received == []
+    assert _outcomes(logs) == ["set-aside"]
+    assert _reason(outbox_dir)["problems"][0]["code"] == "internal-error"
+    assert _names(outbox_dir / ".processing") == ["new"]
 
 
 # ---- the same file dropped again ---------------------------------------------------------------

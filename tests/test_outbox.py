@@ -332,6 +332,25 @@ def test_reject_of_a_file_claimed_but_not_begun_goes_to_rejected(tmp_path: Path)
     assert outbox.reject(taken, []) == tmp_path / "rejected" / NAME
 
 
+def _claimed_and_begun(outbox_dir: Path) -> Path:
+    """The path a file was claimed as, after its unit began (it moved to .processing/)."""
+    (outbox_dir / NAME).write_bytes(b"<x/>")
+    taken = outbox.claim(outbox_dir / NAME)
+    assert taken is not None
+    assert outbox.begin(taken) is not None
+    return taken
+
+
+def test_reject_finds_a_begun_file_by_the_path_it_was_claimed_as(tmp_path: Path) -> None:
+    assert outbox.reject(_claimed_and_begun(tmp_path), []) == tmp_path / "rejected" / NAME
+    assert outbox.claimed(tmp_path) == []
+
+
+def test_done_finds_a_begun_file_by_the_path_it_was_claimed_as(tmp_path: Path) -> None:
+    assert outbox.done(_claimed_and_begun(tmp_path)) == tmp_path / "sent" / NAME
+    assert outbox.claimed(tmp_path) == []
+
+
 def test_reject_of_a_second_file_with_the_same_name_gets_a_number(tmp_path: Path) -> None:
     for _ in range(2):
         (tmp_path / NAME).write_bytes(b"<bad/>")
