@@ -1,8 +1,9 @@
 """One inbound unit of work: a mailbox message, classified, correlated, recorded and filed.
 
-Receipts are correlated by the Message-ID they refer to, SDI notifications by NomeFile then by
-IdentificativoSdI; suppliers' invoices are filed with their MT, inspect facts and an HTML rendering;
-anything else goes to quarantine. Store first (effects, dedup key and planned files in one
+Only a trusted origin acts (inbound_trust.py): a PEC-shaped receipt, correlated by the Message-ID it
+refers to; SDI's message through PEC, whose every part is handled: notifications correlated by
+NomeFile then IdentificativoSdI, suppliers' invoices filed with their MT, inspect facts and HTML,
+and the raw message quarantined too when a part cannot be handled. Anything else is quarantined. Store first (effects, dedup key and planned files in one
 transaction; see inbound_files.py), then the inbox folder; the caller acknowledges.
 """
 
@@ -11,12 +12,20 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
-from pecgateway import filename, inbound_invoice, lifecycle, sink
+from pecgateway import filename, inbound_invoice, inbound_trust, lifecycle, sink
 from pecgateway.classify import Kind, Node, classify, walk
 from pecgateway.errors import InvalidTransition
 from pecgateway.inbound_files import Source, Unit, write_pending
-from pecgateway.inbound_invoice import is_mt
-from pecgateway.inbound_quarantine import describe, plan_quarantine, why_quarantined
+from pecgateway.inbound_parts import sort_parts
+from pecgateway.inbound_quarantine import (
+    describe,
+    not_from_sdi,
+    partly_filed,
+    plan_quarantine,
+    untrusted_receipt,
+    why_quarantined,
+)
+from pecgateway.inbound_trust import Origin, Trust
 from pecgateway.log import get_logger
 from pecgateway.pec import PecMessage
 from pecgateway.store import Item, Outgoing
@@ -74,23 +83,52 @@ def _remember(unit: Unit, digest: str, node: Node | None, outcome: str) -> int:
 
 
 def _record(unit: Unit, node: Node, raw: bytes) -> str:
-    """The message's effects in the store and its planned files; returns the outcome."""
+    """The message's effects in the store and its planned files; returns the outcome.
+
+    Only a trusted origin (inbound_trust.py) changes state, files an invoice or teaches the SDI
+    address: a PEC-shaped receipt, or SDI's own message through PEC. Anything else is quarantined.
+    """
     message = node.pec
-    if message is not None and message.sdi_address:
-        _learn_sdi_address(unit, message.sdi_address)
+    trust = inbound_trust.assess(raw, message)
+    if trust.origin in (Origin.RECEIPT, Origin.SDI):
+        _log.info(
+            "pec_origin_accepted",
+            origin=trust.origin.value,
+            sender=trust.sender,
+            signature=inbound_trust.SIGNATURE_NOT_VERIFIED,
+        )
     event = lifecycle.event_for_receipt(message.type.value) if message and message.type else None
     if message is not None and event is not None:
-        return _receipt(unit, node, message, event)
-    notifications = [n for n in walk(node) if n.notification and not is_mt(n.notification)]
-    invoices = [n for n in walk(node) if n.kind is Kind.INVOICE and n is not node]
-    if notifications:
-        for child in notifications:
-            _notification(unit, child)
-        return "notification"
-    if invoices:
-        inbound_invoice.file_invoices(unit, node, invoices)
-        return "invoice"
-    return plan_quarantine(unit, raw, why_quarantined(node), node)
+        if trust.origin is Origin.RECEIPT:
+            return _receipt(unit, node, message, event)
+        return plan_quarantine(unit, raw, untrusted_receipt(message, trust), node)
+    if trust.origin is Origin.SDI:
+        return _from_sdi(unit, node, raw, trust)
+    carried = [n for n in walk(node) if n is not node and n.kind in _SDI_CONTENT]
+    reason = not_from_sdi(trust, carried) if carried else why_quarantined(node)
+    return plan_quarantine(unit, raw, reason, node)
+
+
+_SDI_CONTENT = (Kind.NOTIFICATION, Kind.INVOICE)
+
+
+def _from_sdi(unit: Unit, node: Node, raw: bytes, trust: Trust) -> str:
+    """Every part of SDI's message handled: notifications and invoices filed; when a part cannot
+    be handled, the raw message is quarantined too, its reason naming that part."""
+    parts = sort_parts(node)
+    for child in parts.notifications:
+        _notification(unit, child)
+    if parts.invoices:
+        inbound_invoice.file_invoices(unit, node, parts.invoices)
+    outcomes = ["notification"] * bool(parts.notifications) + ["invoice"] * bool(parts.invoices)
+    if not outcomes:
+        return plan_quarantine(unit, raw, why_quarantined(node), node)
+    if parts.unhandled:
+        plan_quarantine(unit, raw, partly_filed(parts.unhandled, outcomes), node)
+        return "+".join([*outcomes, "quarantined"])
+    if trust.sdi_address and (parts.notifications or (parts.invoices and parts.metadata)):
+        _learn_sdi_address(unit, trust.sdi_address)
+    return "+".join(outcomes)
 
 
 def _learn_sdi_address(unit: Unit, address: str) -> None:

@@ -18,13 +18,22 @@ from pecgateway import mail, report, sink
 from pecgateway.classify import Kind, Node, walk
 from pecgateway.errors import MalformedMessage
 from pecgateway.inbound_files import Unit, json_bytes
+from pecgateway.inbound_trust import Origin, Trust
 from pecgateway.log import get_logger
 from pecgateway.store import Item
 
 if TYPE_CHECKING:
     from pecgateway.pec import PecMessage
 
-__all__ = ["Described", "describe", "plan_quarantine", "why_quarantined"]
+__all__ = [
+    "Described",
+    "describe",
+    "not_from_sdi",
+    "partly_filed",
+    "plan_quarantine",
+    "untrusted_receipt",
+    "why_quarantined",
+]
 
 _log = get_logger()
 _SUBJECT_MAX = 80  # characters of the subject kept in a file name
@@ -161,3 +170,57 @@ def _unreadable(node: Node, *kinds: Kind) -> Node | None:
 
 def _error(node: Node) -> str:
     return node.error or f"not understood (a {node.kind.value} file)"
+
+
+# ---- messages not trusted, parts not handled (inbound_trust.py) ---------------------------------
+
+
+def untrusted_receipt(message: PecMessage, trust: Trust) -> str:
+    """A receipt-looking message that is not a PEC provider's receipt: it changes nothing."""
+    kind = message.type.value if message.type is not None else "receipt"
+    why = trust.problem or "it has no X-Ricevuta header"
+    return (
+        f"looks like a PEC receipt ({kind}) from {trust.sender or 'an unknown sender'} but is not "
+        f"one: {why}; it changed nothing. A genuine receipt comes signed from a PEC provider: check "
+        "the invoice's state with pecgateway status and ask your PEC provider if it looks wrong"
+    )
+
+
+def not_from_sdi(trust: Trust, carried: list[Node]) -> str:
+    """A notification or invoice that did not come from SDI through PEC: it changes nothing."""
+    return (
+        f"not delivered by SDI through PEC: {_listed(carried)} attached to {_carrier(trust)} is "
+        "not trusted (nothing was changed or filed); if it is genuine it will also arrive from SDI"
+    )
+
+
+def partly_filed(unhandled: list[Node], filed: list[str]) -> str:
+    """SDI's message whose other parts were filed: which part could not be handled, and why."""
+    parts = "; ".join(f"{n.filename or 'an unnamed attachment'}: {_error(n)}" for n in unhandled)
+    return (
+        f"SDI's message was filed ({' and '.join(filed)}) except a part that cannot be handled "
+        f"({parts}); the whole message is kept here so nothing is lost: read that part in a mail "
+        "client and ask the sender or SDI's help desk what it is"
+    )
+
+
+def _listed(carried: list[Node]) -> str:
+    names = [_carried(n) for n in carried[:3]]
+    more = f" and {len(carried) - 3} more" if len(carried) > 3 else ""
+    return ", ".join(names) + more
+
+
+def _carried(node: Node) -> str:
+    name = node.filename or "unnamed"
+    if node.notification is not None:
+        return f"the SDI notification {node.notification.type.value} {name}"
+    return f"the invoice {name}"
+
+
+def _carrier(trust: Trust) -> str:
+    sender = trust.sender or "an unknown sender"
+    if trust.origin is Origin.PEC:
+        return f"a PEC message from {sender}, who is not SDI (sdiNN@pec.fatturapa.it)"
+    if trust.problem is not None:
+        return f"a message from {sender} that is not trusted as PEC ({trust.problem})"
+    return f"an ordinary e-mail from {sender}"

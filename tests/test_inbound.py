@@ -3,9 +3,10 @@ with one clash counter, every new SDI delivery filed, quarantine and orphans nam
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
-from collections.abc import AsyncIterator, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,14 @@ from pecgateway.filename import NotificationType
 from pecgateway.store import Store
 from tests.factory.gateway import account_table, write_config
 from tests.factory.notifications import build_notification
-from tests.factory.pecmail import Part, build_accettazione, build_plain_mail, build_sdi_envelope
+from tests.factory.pecmail import (
+    Part,
+    build_accettazione,
+    build_anomalia,
+    build_daticert,
+    build_plain_mail,
+    build_sdi_envelope,
+)
 from tests.factory.signing import der_envelope
 from tests.factory.smtp_server import SmtpServer, smtp_server
 
@@ -392,3 +400,253 @@ async def test_a_receipt_about_a_file_we_never_sent_is_named_by_date_and_subject
     [orphan] = store.orphans("main")
     name = "ricevute-pec/2024/05/2024-05-06 1205 ACCETTAZIONE IT0999_00007.xml.eml"
     assert orphan["paths"] == [str(config.accounts[0].inbox / name)]
+
+
+# ---- only SDI through PEC acts: trust ------------------------------------------------------------
+
+OURS = sample.file_name()  # IT01234567890_00001.xml, what we send
+SDI01 = "sdi01@pec.fatturapa.it"
+
+
+async def _sent(config: Config, clock: Clock, smtp: SmtpServer) -> str:
+    """Sends one invoice of ours; returns the Message-ID it went out with."""
+    outbox = config.accounts[0].outbox
+    outbox.mkdir(parents=True, exist_ok=True)
+    (outbox / OURS).write_bytes(sample.fpr12())
+    await _once(config, clock)
+    [sent] = [r for r in smtp.received if r.message["Subject"] == OURS]
+    return str(sent.message["Message-ID"])
+
+
+def _state(store: Store) -> str:
+    found = store.find_outgoing_by_file("main", OURS)
+    assert found is not None
+    return found.state.value
+
+
+def _rc() -> Part:
+    xml = build_notification(
+        NotificationType.RC, "B2B", nome_file=OURS, identificativo_sdi="6782414"
+    )
+    return Part(f"{OURS[:-4]}_RC_001.xml", xml, "text/xml")
+
+
+def _headed(raw: bytes, **headers: str) -> bytes:
+    lines = "".join(f"{name.replace('_', '-')}: {value}\r\n" for name, value in headers.items())
+    return lines.encode() + raw
+
+
+async def test_a_plain_mail_with_an_sdi_reply_to_never_changes_the_sdi_address(
+    config: Config,
+    clock: Clock,
+    store: Store,
+    smtp: SmtpServer,
+    dovecot: Dovecot,
+    mail_user: MailAccount,
+) -> None:
+    plain = _headed(build_plain_mail(subject="Ciao"), Reply_To="sdi99@pec.fatturapa.it")
+    dovecot.append(mail_user.user, plain)
+    logs = await _once(config, clock)
+    assert "sdi_address_changed" not in _events(logs)
+    assert store.sdi_address_history("main") == []
+    [entry] = _quarantined(store)
+    assert "plain e-mail" in entry["reason"]
+    await _sent(config, clock, smtp)
+    assert smtp.received[-1].rcpt_tos == [SDI01]  # the next invoice still goes where SDI reads
+
+
+@pytest.mark.parametrize(
+    ("carried", "named"),
+    [
+        ([_rc()], f"the SDI notification RC {OURS[:-4]}_RC_001.xml"),
+        ([Part(f"{STEM}.xml", _invoice(), "text/xml")], f"the invoice {STEM}.xml"),
+    ],
+    ids=["notification", "invoice"],
+)
+async def test_a_plain_mail_carrying_sdi_files_changes_nothing_and_is_quarantined_saying_why(
+    config: Config,
+    clock: Clock,
+    store: Store,
+    smtp: SmtpServer,
+    dovecot: Dovecot,
+    mail_user: MailAccount,
+    carried: list[Part],
+    named: str,
+) -> None:
+    await _sent(config, clock, smtp)
+    forged = build_plain_mail(sender="Someone <someone@gmail.example>", attachments=carried)
+    dovecot.append(mail_user.user, _headed(forged, Reply_To="sdi07@pec.fatturapa.it"))
+    await _once(config, clock)
+    assert _state(store) == "sent"
+    assert _incoming(store) == []
+    assert store.orphans("main") == []
+    assert store.sdi_address_history("main") == []
+    assert not (config.accounts[0].inbox / "fatture-ricevute").exists()
+    assert not (config.accounts[0].inbox / "notifiche-sdi").exists()
+    [entry] = _quarantined(store)
+    assert entry["reason"].startswith(
+        f"not delivered by SDI through PEC: {named} attached to an ordinary e-mail from "
+        "someone@gmail.example is not trusted"
+    )
+    assert entry["reason"].endswith("if it is genuine it will also arrive from SDI")
+
+
+async def test_a_pec_from_a_sender_who_is_not_sdi_is_not_sdi_whatever_its_reply_to_says(
+    config: Config,
+    clock: Clock,
+    store: Store,
+    smtp: SmtpServer,
+    dovecot: Dovecot,
+    mail_user: MailAccount,
+) -> None:
+    await _sent(config, clock, smtp)
+    envelope = build_sdi_envelope(
+        [_rc()], sdi="fornitore@pec.example.it", reply_to="sdi99@pec.fatturapa.it"
+    )
+    dovecot.append(mail_user.user, envelope)
+    logs = await _once(config, clock)
+    assert _state(store) == "sent"
+    assert "sdi_address_changed" not in _events(logs)
+    [entry] = _quarantined(store)
+    assert (
+        "attached to a PEC message from fornitore@pec.example.it, who is not SDI" in entry["reason"]
+    )
+
+
+async def test_an_anomaly_envelope_carrying_a_notification_changes_nothing(
+    config: Config,
+    clock: Clock,
+    store: Store,
+    smtp: SmtpServer,
+    dovecot: Dovecot,
+    mail_user: MailAccount,
+) -> None:
+    await _sent(config, clock, smtp)
+    inner = build_plain_mail(sender="sdi07@pec.fatturapa.it", attachments=[_rc()])
+    dovecot.append(mail_user.user, build_anomalia(inner))
+    await _once(config, clock)
+    assert _state(store) == "sent"
+    assert store.sdi_address_history("main") == []
+    [entry] = _quarantined(store)
+    assert "not delivered by SDI through PEC" in entry["reason"]
+    assert "marked it as an anomaly" in entry["reason"]
+
+
+def _unsigned_accettazione(message_id: str) -> bytes:
+    daticert = Part("daticert.xml", build_daticert("accettazione", msgid=message_id), "text/xml")
+    plain = build_plain_mail(subject=f"ACCETTAZIONE: {OURS}", attachments=[daticert])
+    return _headed(plain, X_Ricevuta="accettazione", X_Riferimento_Message_ID=message_id)
+
+
+def _accettazione_with_a_junk_signature(message_id: str) -> bytes:
+    raw = build_accettazione(riferimento=message_id)
+    signature = base64.b64encode(
+        b"0\x80\x06\x09*\x86H\x86\xf7\r\x01\x07\x02\xa0\x80not-a-real-signature"
+    )
+    assert signature in raw
+    return raw.replace(signature, base64.b64encode(b"hello, I am a signature"))
+
+
+def _accettazione_whose_daticert_disagrees(message_id: str) -> bytes:
+    return build_accettazione(riferimento=message_id, x_ricevuta="avvenuta-consegna")
+
+
+@pytest.mark.parametrize(
+    ("build", "problem"),
+    [
+        (_unsigned_accettazione, "not signed by a PEC provider"),
+        (_accettazione_with_a_junk_signature, "(smime.p7s) is not a CMS signature"),
+        (_accettazione_whose_daticert_disagrees, "daticert.xml says tipo 'accettazione'"),
+    ],
+    ids=["unsigned", "junk-signature", "daticert-disagrees"],
+)
+async def test_a_receipt_that_is_not_pec_shaped_changes_nothing_and_is_quarantined(
+    config: Config,
+    clock: Clock,
+    store: Store,
+    smtp: SmtpServer,
+    dovecot: Dovecot,
+    mail_user: MailAccount,
+    build: Callable[[str], bytes],
+    problem: str,
+) -> None:
+    message_id = await _sent(config, clock, smtp)
+    dovecot.append(mail_user.user, build(message_id))
+    await _once(config, clock)
+    assert _state(store) == "sent"
+    assert store.orphans("main") == []
+    [entry] = _quarantined(store)
+    assert entry["reason"].startswith("looks like a PEC receipt (")
+    assert problem in entry["reason"]
+    assert "it changed nothing" in entry["reason"]
+
+
+async def test_a_pec_shaped_receipt_is_trusted_and_the_log_says_its_signature_is_not_verified(
+    config: Config,
+    clock: Clock,
+    store: Store,
+    smtp: SmtpServer,
+    dovecot: Dovecot,
+    mail_user: MailAccount,
+) -> None:
+    message_id = await _sent(config, clock, smtp)
+    dovecot.append(mail_user.user, build_accettazione(riferimento=message_id))
+    logs = await _once(config, clock)
+    assert _state(store) == "accepted"
+    [line] = [x for x in logs if x["event"] == "pec_origin_accepted"]
+    assert line["origin"] == "pec-receipt"
+    assert "not verified" in line["signature"]
+
+
+# ---- every part of SDI's message is handled ------------------------------------------------------
+
+
+async def test_an_sdi_message_with_a_notification_and_an_invoice_files_both(
+    config: Config,
+    clock: Clock,
+    store: Store,
+    smtp: SmtpServer,
+    dovecot: Dovecot,
+    mail_user: MailAccount,
+) -> None:
+    await _sent(config, clock, smtp)
+    invoice = _invoice()
+    mt = build_notification(
+        NotificationType.MT,
+        "B2B",
+        nome_file=f"{STEM}.xml",
+        identificativo_sdi="10000010",
+        hash=hashlib.sha256(invoice).hexdigest(),
+    )
+    parts = [_rc(), Part(f"{STEM}.xml", invoice, "text/xml"), Part(f"{STEM}_MT_001.xml", mt)]
+    dovecot.append(mail_user.user, build_sdi_envelope(parts, sdi="sdi33@pec.fatturapa.it"))
+    logs = await _once(config, clock)
+    assert _state(store) == "sdi-delivered"
+    [entry] = _incoming(store)
+    assert (entry["file"], entry["identificativo_sdi"]) == (f"{STEM}.xml", "10000010")
+    assert _quarantined(store) == []
+    assert store.sdi_address("main") == "sdi33@pec.fatturapa.it"
+    [done] = [x for x in logs if x["event"] == "unit_done" and "uid" in x]
+    assert done["outcome"] == "notification+invoice"
+
+
+async def test_an_sdi_message_with_a_part_it_cannot_handle_is_filed_and_quarantined_too(
+    config: Config,
+    clock: Clock,
+    store: Store,
+    smtp: SmtpServer,
+    dovecot: Dovecot,
+    mail_user: MailAccount,
+) -> None:
+    await _sent(config, clock, smtp)
+    broken = Part("broken.xml", b"<FatturaElettronica><FatturaElettronicaHeader>", "text/xml")
+    raw = build_sdi_envelope([_rc(), broken], sdi="sdi33@pec.fatturapa.it")
+    dovecot.append(mail_user.user, raw)
+    await _once(config, clock)
+    assert _state(store) == "sdi-delivered"
+    [entry] = _quarantined(store)
+    assert _bytes(entry["path"]) == raw
+    assert entry["reason"].startswith(
+        "SDI's message was filed (notification) except a part that cannot be handled (broken.xml: "
+    )
+    assert store.sdi_address_history("main") == []  # never learned from a quarantined message
