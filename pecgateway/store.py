@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from pecgateway import lifecycle
@@ -30,6 +31,7 @@ from pecgateway.store_inbound import InboundMessage, InboundRecords, Incoming, I
 __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "SMTP_DEFERRED",
     "InboundMessage",
     "Incoming",
     "Item",
@@ -72,6 +74,8 @@ class Outgoing:
     created: str
     updated: str
 
+
+SMTP_DEFERRED = "smtp-deferred"  # outbound.SMTP_DEFERRED: the last SMTP try surely failed
 
 _OUTGOING_COLUMNS = (
     "id, account, file_name, sha256, format, flow, state, message_id, identificativo_sdi, "
@@ -316,20 +320,60 @@ class Store(InboundRecords):
         )
         return [(row[0], row[1], row[2]) for row in rows]
 
+    # ---- interrupted sends -------------------------------------------------------------------
+    def send_interrupted(self, item: Outgoing) -> bool:
+        """A ``sending`` invoice whose SMTP transaction was cut short (no reply recorded): it may
+        have reached the provider, so it waits for its ACCETTAZIONE before being resent."""
+        if item.state is not State.SENDING:
+            return False
+        events = self.events(item.id)
+        return not (events and events[-1].event == SMTP_DEFERRED)
+
+    def resend_at(self, item: Outgoing, resend_after_s: float) -> str | None:
+        """When a ``sending`` invoice is sent again unless its ACCETTAZIONE arrives first."""
+        if item.sending_since is None:
+            return None
+        since = datetime.fromisoformat(item.sending_since)
+        return iso(since + timedelta(seconds=resend_after_s))
+
+    def next_action(self, item: Outgoing, resend_after_s: float | None = None) -> str | None:
+        """What happens next to an invoice waiting on pecgateway itself (None: see ``meaning``)."""
+        if item.state is State.QUEUED:
+            return "sent at the next outbox pass"
+        if item.state is not State.SENDING:
+            return None
+        if not self.send_interrupted(item):
+            return "the last attempt to send it failed: tried again at the next outbox pass"
+        when = (
+            f"at {self.resend_at(item, resend_after_s)}"
+            if resend_after_s is not None and item.sending_since
+            else "after resend_after_s"
+        )
+        return (
+            f"sending was interrupted at {item.sending_since} before the server answered: it "
+            f"may have reached the provider, so it is resent {when} unless its ACCETTAZIONE "
+            "arrives first"
+        )
+
     # ---- status ------------------------------------------------------------------------------
     def snapshot(
-        self, account: str, default_sdi_address: str = DEFAULT_SDI_ADDRESS
+        self,
+        account: str,
+        default_sdi_address: str = DEFAULT_SDI_ADDRESS,
+        *,
+        resend_after_s: float | None = None,
     ) -> dict[str, object]:
         """Exactly the ``status --json`` object of contracts.md section 2 for ``account``.
 
-        Extra fields: outgoing ``flow``, ``sha256``, ``created``, ``meaning``, ``paths`` (the sent
-        copy and every receipt and notification filed for it), events' ``source`` and ``state``;
-        top-level ``sdi_address_history`` and ``orphans``.
+        Extra fields: outgoing ``flow``, ``sha256``, ``created``, ``meaning``, ``next_action``
+        (``next_action()``; pass the account's ``resend_after_s`` to get a time), ``paths`` (the
+        sent copy and every receipt and notification filed for it), events' ``source`` and
+        ``state``; top-level ``sdi_address_history`` and ``orphans``.
         """
         return {
             "sdi_address": self.sdi_address(account, default_sdi_address),
             "outgoing": [
-                self._outgoing_json(item)
+                self._outgoing_json(item, resend_after_s)
                 for item in self._many("account = ? ORDER BY id", (account,))
             ],
             "incoming": self.incoming_status(account),
@@ -341,7 +385,9 @@ class Store(InboundRecords):
             "orphans": self.orphans(account),
         }
 
-    def _outgoing_json(self, item: Outgoing) -> dict[str, object]:
+    def _outgoing_json(
+        self, item: Outgoing, resend_after_s: float | None = None
+    ) -> dict[str, object]:
         return {
             "file": item.file_name,
             "state": item.state.value,
@@ -362,6 +408,7 @@ class Store(InboundRecords):
             "sha256": item.sha256,
             "created": item.created,
             "meaning": lifecycle.describe(item.state, item.flow or "B2B"),
+            "next_action": self.next_action(item, resend_after_s),
             "paths": [*self.paths(Item.OUTGOING, item.id), *self._notification_paths(item.id)],
         }
 
