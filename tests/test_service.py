@@ -16,7 +16,7 @@ import pytest
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
-from pecgateway import classify, inbound, sample, schema, service, sink, status
+from pecgateway import classify, inbound, mailbox_loop, sample, schema, service, sink, status
 from pecgateway.config import Config
 from pecgateway.filename import NotificationType
 from pecgateway.lifecycle import Event, State
@@ -834,7 +834,7 @@ async def test_an_overdue_invoice_is_logged_once_across_the_passes_of_one_run(
     with Store(config.store_path) as opened:
         _delivered_to_sdi(opened, clock.now - timedelta(days=6))
     stop, passes = asyncio.Event(), []
-    real = service._flag_overdue
+    real = mailbox_loop.flag_overdue
 
     def counting(gateway: service.Gateway, account: Any) -> None:
         real(gateway, account)
@@ -842,7 +842,7 @@ async def test_an_overdue_invoice_is_logged_once_across_the_passes_of_one_run(
         if len(passes) == 3:
             stop.set()
 
-    monkeypatch.setattr(service, "_flag_overdue", counting)
+    monkeypatch.setattr(mailbox_loop, "flag_overdue", counting)
     with capture_logs() as logs:
         async with asyncio.timeout(20):
             await service.run(config, stop, clock=clock)
