@@ -19,6 +19,7 @@ from typing import Any
 from pecgateway import __version__
 from pecgateway import config as config_module
 from pecgateway.errors import ConfigError, MalformedMessage, PecGatewayError
+from pecgateway.instance import AlreadyRunning
 
 __all__ = ["main"]
 
@@ -265,8 +266,7 @@ async def _serve(cfg: config_module.Config) -> int:
     notifier = sdnotify.SystemdNotifier()
     try:
         await service.run(cfg, stop, notify=notifier.notify)
-    except asyncio.CancelledError:
-        log.get_logger().warning("service_stopped", signal=", ".join(received), finished=False)
+    except asyncio.CancelledError:  # service.run logged service_stopped_immediately
         return 130 if stop.is_set() else EXIT_FAILED
     log.get_logger().info("service_stopped", signal=received[0] if received else None)
     return EXIT_OK
@@ -279,8 +279,12 @@ def _cmd_once(args: argparse.Namespace) -> int:
     preflight.require_store(cfg)
     before = _status_document(cfg)
     log.configure(cfg.log_level)
-    asyncio.run(service.run_once(cfg))
+    report = asyncio.run(service.run_once(cfg))
     print(status.pass_summary(before, _status_document(cfg)), flush=True)
+    if not report.ok:
+        print("pecgateway: this pass could not finish everything:", file=sys.stderr)
+        print(report.summary(), file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -420,6 +424,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows here, not at exit
     except BrokenPipeError:
         return _stdout_closed()
+    except AlreadyRunning as exc:
+        return _fail(str(exc), EXIT_USAGE)
     except ConfigError as exc:
         return _fail(f"configuration: {exc}", EXIT_USAGE)
     except FileNotFoundError as exc:

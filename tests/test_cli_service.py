@@ -306,3 +306,36 @@ async def test_validate_with_a_config_needs_no_password(tmp_path: Path, schema_d
     )
     assert code == 0, err
     assert f"{invoice}: OK, ready to send to SDI" in out
+
+
+async def test_once_exits_1_and_says_what_failed_when_the_mailbox_is_unreachable(
+    tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    config = _config(tmp_path, schema_dir, smtp, mail_user)
+    text = config.source.read_text(encoding="utf-8")
+    config.source.write_text(text.replace(f"port = {mail_user.port}", f"port = {closed_port}"))
+    code, out, err = await _pecgateway("once", "--config", str(config.source))
+    assert code == 1
+    assert "this pass could not finish everything" in err
+    assert "account main: mailbox" in err
+    assert "Traceback" not in err
+    assert out.splitlines()[-1].startswith("outbox: ")
+
+
+async def test_a_second_instance_on_the_same_store_exits_2_at_once(
+    tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount
+) -> None:
+    from pecgateway import service
+
+    config = _config(tmp_path, schema_dir, smtp, mail_user)
+    config.store_path.parent.mkdir(parents=True, exist_ok=True)
+    with service.instance_lock(config.store_path):
+        code, _out, err = await _pecgateway("once", "--config", str(config.source))
+    assert code == 2
+    assert "another pecgateway is already running on" in err
+    assert "configuration:" not in err
