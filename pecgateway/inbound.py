@@ -122,7 +122,7 @@ def _from_sdi(unit: Unit, node: Node, raw: bytes, trust: Trust) -> str:
         inbound_invoice.file_invoices(unit, node, parts.invoices)
     outcomes = ["notification"] * bool(parts.notifications) + ["invoice"] * bool(parts.invoices)
     if not outcomes:
-        return plan_quarantine(unit, raw, why_quarantined(node), node)
+        return plan_quarantine(unit, raw, why_quarantined(node, from_sdi=True), node)
     if parts.unhandled:
         plan_quarantine(unit, raw, partly_filed(parts.unhandled, outcomes), node)
         return "+".join([*outcomes, "quarantined"])

@@ -118,8 +118,12 @@ def plan_quarantine(unit: Unit, raw: bytes, reason: str, node: Node | None) -> s
 # ---- the reason ---------------------------------------------------------------------------------
 
 
-def why_quarantined(node: Node) -> str:
-    """What is wrong with a message nothing could be filed from, and what to do about it."""
+def why_quarantined(node: Node, *, from_sdi: bool = False) -> str:
+    """What is wrong with a message nothing could be filed from, and what to do about it.
+
+    ``from_sdi``: the message is SDI's through PEC (inbound_trust.py); only then is an unreadable
+    attachment called an invoice SDI delivered.
+    """
     pec = node.pec
     if node.error:
         return (
@@ -132,7 +136,7 @@ def why_quarantined(node: Node) -> str:
             f"PEC message of unknown kind, not counted as any receipt: {unknown[0]}; read it in a "
             "mail client and check the state of the invoice it is about by hand"
         )
-    sdi = _sdi_delivery(pec)
+    sdi = _sdi_delivery(pec) if from_sdi else None
     if sdi is not None:
         broken = _unreadable(node, Kind.MALFORMED, Kind.UNKNOWN)
         if broken is not None:
@@ -188,9 +192,11 @@ def untrusted_receipt(message: PecMessage, trust: Trust) -> str:
 
 def not_from_sdi(trust: Trust, carried: list[Node]) -> str:
     """A notification or invoice that did not come from SDI through PEC: it changes nothing."""
+    because = f": {trust.problem}" if trust.problem is not None else ""
     return (
         f"not delivered by SDI through PEC: {_listed(carried)} attached to {_carrier(trust)} is "
-        "not trusted (nothing was changed or filed); if it is genuine it will also arrive from SDI"
+        f"not trusted (nothing was changed or filed){because}; if it is genuine it will also "
+        "arrive from SDI"
     )
 
 
@@ -222,5 +228,5 @@ def _carrier(trust: Trust) -> str:
     if trust.origin is Origin.PEC:
         return f"a PEC message from {sender}, who is not SDI (sdiNN@pec.fatturapa.it)"
     if trust.problem is not None:
-        return f"a message from {sender} that is not trusted as PEC ({trust.problem})"
+        return f"a PEC-looking message from {sender}"
     return f"an ordinary e-mail from {sender}"

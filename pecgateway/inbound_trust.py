@@ -30,8 +30,8 @@ SIGNATURE_NOT_VERIFIED = (
 _SDI_ADDRESS = re.compile(r"sdi\d{1,3}@pec\.fatturapa\.it", re.IGNORECASE)
 _PER_CONTO_DI = re.compile(r"per\s+conto\s+di\s*:\s*<?([^\s<>\"']+@[^\s<>\"']+)", re.IGNORECASE)
 _ANOMALY = (
-    "the PEC provider marked it as an anomaly (X-Trasporto: errore): the message inside reached "
-    "the PEC mailbox without being certified PEC"
+    "the PEC provider marked it as an anomaly (X-Trasporto: errore), so the message inside was "
+    "not sent as certified PEC"
 )
 _SIGNATURE_TYPES = frozenset({"application/pkcs7-signature", "application/x-pkcs7-signature"})
 

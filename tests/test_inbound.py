@@ -650,3 +650,16 @@ async def test_an_sdi_message_with_a_part_it_cannot_handle_is_filed_and_quaranti
         "SDI's message was filed (notification) except a part that cannot be handled (broken.xml: "
     )
     assert store.sdi_address_history("main") == []  # never learned from a quarantined message
+
+
+async def test_a_plain_mail_posing_as_sdi_with_an_unreadable_file_is_not_called_an_sdi_delivery(
+    config: Config, clock: Clock, store: Store, dovecot: Dovecot, mail_user: MailAccount
+) -> None:
+    broken = Part("broken.xml", b"<FatturaElettronica><FatturaElettronicaHeader>", "text/xml")
+    plain = build_plain_mail(subject="Invio File 10000011", attachments=[broken])
+    dovecot.append(mail_user.user, _headed(plain, Reply_To="sdi07@pec.fatturapa.it"))
+    await _once(config, clock)
+    [entry] = _quarantined(store)
+    assert "SDI delivered" not in entry["reason"]
+    assert entry["reason"].startswith("not a PEC receipt, SDI notification or invoice (a plain")
+    assert "broken.xml cannot be read" in entry["reason"]
