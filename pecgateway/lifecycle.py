@@ -14,12 +14,16 @@ from datetime import datetime, timedelta
 from pecgateway.errors import InvalidTransition
 
 __all__ = [
+    "AWAITING_DELIVERY",
     "AWAITING_SDI",
+    "DELIVERY_DEADLINE",
     "SDI_OUTCOME_DEADLINE",
     "TABLE",
     "Event",
     "State",
+    "accepted_at",
     "advance",
+    "delivery_overdue",
     "describe",
     "event_for_notification",
     "event_for_receipt",
@@ -177,6 +181,11 @@ del S, E
 AWAITING_SDI = frozenset({State.SENT, State.ACCEPTED, State.DELIVERED_TO_SDI})
 SDI_OUTCOME_DEADLINE = timedelta(days=5)
 
+# States in which the PEC provider has (or may have) taken the message but SDI's mailbox has not.
+AWAITING_DELIVERY = frozenset({State.SENT, State.ACCEPTED})
+# A provider sends a preavviso at 12 h and an errore-consegna at 24 h; silence after that is a fault.
+DELIVERY_DEADLINE = timedelta(hours=24)
+
 _FINAL_ANY_FLOW = frozenset(
     {
         State.REJECTED,
@@ -214,6 +223,34 @@ def overdue(state: State, delivered_at: datetime | None, now: datetime) -> bool:
     if state not in AWAITING_SDI or delivered_at is None:
         return False
     return now - delivered_at > SDI_OUTCOME_DEADLINE
+
+
+def delivery_overdue(state: State, accepted_at: datetime | None, now: datetime) -> bool:
+    """Taken by the PEC provider (``sent`` or ``accepted``) but no CONSEGNA from SDI's mailbox and
+    no error 24 hours after ``accepted_at`` (see ``accepted_at``)."""
+    if state not in AWAITING_DELIVERY or accepted_at is None:
+        return False
+    return now - accepted_at > DELIVERY_DEADLINE
+
+
+_TAKEN = frozenset({Event.ACCETTAZIONE.value, Event.PRESA_IN_CARICO.value})
+
+
+def accepted_at(events: Iterable[tuple[str, datetime]]) -> datetime | None:
+    """When the PEC provider took the last attempt (after the last ``sending``): its first
+    ACCETTAZIONE (or PRESA IN CARICO), else its first ``sent``; ``None`` before either.
+
+    ``events`` are the audit trail's ``(event, at)`` pairs in order; other words are ignored."""
+    sent: datetime | None = None
+    taken: datetime | None = None
+    for event, at in events:
+        if event == Event.SENDING.value:
+            sent, taken = None, None
+        elif event == Event.SENT.value:
+            sent = sent or at
+        elif event in _TAKEN:
+            taken = taken or at
+    return taken or sent
 
 
 _MEANING: Mapping[State, str] = {

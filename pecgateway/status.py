@@ -1,14 +1,15 @@
 """What `pecgateway status` shows: the store's snapshot per account (contracts.md section 2).
 
-Owns the choice between one account's object and ``{"accounts": {...}}``, the overdue flags (no SDI
-outcome 5 days after delivery to SDI), the short human summary (times in local time; the JSON keeps
-ISO 8601 UTC) and the one-line summary of what a ``once`` pass did. Reads the store, writes nothing.
+Owns the choice between one account's object and ``{"accounts": {...}}``, the overdue flags (no
+CONSEGNA 24 hours after the PEC provider took it; no SDI outcome 5 days after delivery to SDI), the
+short human summary (times in local time; the JSON keeps ISO 8601 UTC) and the one-line summary of
+what a ``once`` pass did. Reads the store, writes nothing.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from pecgateway import lifecycle
@@ -39,18 +40,50 @@ def _account(store: Store, account: Account, now: datetime) -> dict[str, Any]:
     warnings = []
     outgoing: list[dict[str, Any]] = snapshot.get("outgoing", [])  # type: ignore[assignment]
     for entry in outgoing:
-        entry["overdue"] = (entry.get("file"), entry.get("created")) in late
-        if entry["overdue"]:
-            warnings.append(
+        warning = _undelivered(entry, now)
+        if warning is None and (entry.get("file"), entry.get("created")) in late:
+            warning = (
                 f"{entry['file']}: no SDI outcome 5 days after delivery to SDI; check the "
                 "mailbox and SDI's services, or send the file again under a new name"
             )
+        entry["overdue"] = warning is not None
+        if warning is not None:
+            warnings.append(warning)
     snapshot["warnings"] = warnings
     return dict(snapshot)
 
 
+def _undelivered(entry: dict[str, Any], now: datetime) -> str | None:
+    """The warning for an invoice the PEC provider took but did not deliver to SDI within 24 h."""
+    try:
+        state = lifecycle.State(entry.get("state"))
+    except ValueError:
+        return None
+    events: list[dict[str, Any]] = entry.get("events", [])
+    since = lifecycle.accepted_at(
+        (str(e.get("event")), at) for e in events if (at := _when(e.get("at"))) is not None
+    )
+    if since is None or not lifecycle.delivery_overdue(state, since, now):
+        return None
+    date = since.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    how = (
+        f"accepted by the PEC provider on {date} but"
+        if state is lifecycle.State.ACCEPTED
+        else f"handed to the PEC provider on {date}, with no acceptance receipt since, and"
+    )
+    return (
+        f"{entry.get('file')}: {how} not delivered to SDI after 24 hours: check the provider's "
+        "webmail for errors, then send the file again under a new name"
+    )
+
+
 def _when(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
+    """An ISO 8601 time of the store (UTC when it names no zone); None when absent or unreadable."""
+    try:
+        when = datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+    return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when
 
 
 def render_text(doc: dict[str, Any], tz: tzinfo | None = None) -> str:

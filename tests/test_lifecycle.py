@@ -13,7 +13,9 @@ from pecgateway.lifecycle import (
     TABLE,
     Event,
     State,
+    accepted_at,
     advance,
+    delivery_overdue,
     describe,
     event_for_notification,
     event_for_receipt,
@@ -188,6 +190,47 @@ def test_not_overdue_once_sdi_answered_or_never_delivered() -> None:
     assert not overdue(State.SDI_DELIVERED, T0, late)
     assert not overdue(State.DELIVERED_TO_SDI, None, late)
     assert not overdue(State.SENDING, T0, late)
+
+
+@pytest.mark.parametrize("state", [State.SENT, State.ACCEPTED])
+def test_accepted_but_not_delivered_to_sdi_after_24_hours_is_delivery_overdue(
+    state: State,
+) -> None:
+    assert delivery_overdue(state, T0, T0 + timedelta(hours=24, seconds=1))
+    assert not delivery_overdue(state, T0, T0 + timedelta(hours=23, minutes=59))
+    assert not delivery_overdue(state, None, T0 + timedelta(days=30))
+
+
+@given(st.sampled_from(State), st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=99)))
+def test_delivery_overdue_only_while_awaiting_the_consegna(state: State, age: timedelta) -> None:
+    flagged = delivery_overdue(state, T0, T0 + age)
+    assert flagged == (state in {State.SENT, State.ACCEPTED} and age > timedelta(hours=24))
+
+
+def _trail(*pairs: tuple[str, int]) -> list[tuple[str, datetime]]:
+    return [(event, T0 + timedelta(hours=hours)) for event, hours in pairs]
+
+
+def test_accepted_at_is_the_first_accettazione_of_the_last_attempt() -> None:
+    trail = _trail(
+        ("claimed", 0), ("sending", 0), ("sent", 1), ("accettazione", 2),
+        ("errore-consegna", 30), ("sending", 40), ("sent", 41), ("accettazione", 42),
+        ("accettazione", 43), ("preavviso-errore-consegna", 54),
+    )  # fmt: skip
+    assert accepted_at(trail) == T0 + timedelta(hours=42)
+
+
+def test_accepted_at_without_a_receipt_is_the_send_and_before_it_none() -> None:
+    assert accepted_at(_trail(("sending", 0), ("sent", 1), ("sdi-outcome-overdue", 2))) == (
+        T0 + timedelta(hours=1)
+    )
+    assert accepted_at(_trail(("claimed", 0), ("sending", 0))) is None
+    assert accepted_at([]) is None
+
+
+def test_accettazione_found_before_the_late_sent_of_a_crash_starts_the_clock() -> None:
+    trail = _trail(("sending", 0), ("accettazione", 1), ("sent", 5))
+    assert accepted_at(trail) == T0 + timedelta(hours=1)
 
 
 @pytest.mark.parametrize(

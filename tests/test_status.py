@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,6 +75,70 @@ def test_no_sdi_outcome_five_days_after_delivery_is_flagged(tmp_path: Path) -> N
     assert "no SDI outcome 5 days" in late["warnings"][0]
 
 
+def test_accepted_without_consegna_after_24_hours_is_flagged_with_what_to_do(
+    tmp_path: Path,
+) -> None:
+    config = _config(tmp_path, "main")
+    accepted = NOW + timedelta(minutes=1)
+    with Store(config.store_path) as store:
+        outgoing_id = _sent(store, "main", "IT01234567890_00001.xml")
+        store.transition(outgoing_id, Event.ACCETTAZIONE, at=accepted, source="t")
+        store.transition(outgoing_id, Event.PREAVVISO, at=NOW + timedelta(hours=12), source="t")
+        fresh = status.document(store, config, accepted + timedelta(hours=23))
+        late = status.document(store, config, accepted + timedelta(hours=25))
+        text = status.render_text(late)
+    assert fresh["outgoing"][0]["overdue"] is False
+    assert fresh["warnings"] == []
+    assert late["outgoing"][0]["state"] == "accepted"
+    assert late["outgoing"][0]["overdue"] is True
+    expected = (
+        "IT01234567890_00001.xml: accepted by the PEC provider on 2024-05-06 10:01 UTC but not "
+        "delivered to SDI after 24 hours: check the provider's webmail for errors, then send the "
+        "file again under a new name"
+    )
+    assert late["warnings"] == [expected]
+    assert "WARNING: IT01234567890_00001.xml: accepted by the PEC provider" in text
+
+
+def test_sent_without_any_receipt_after_24_hours_is_flagged_too(tmp_path: Path) -> None:
+    config = _config(tmp_path, "main")
+    with Store(config.store_path) as store:
+        _sent(store, "main", "IT01234567890_00001.xml")
+        late = status.document(store, config, NOW + timedelta(hours=25))
+    assert late["outgoing"][0]["overdue"] is True
+    assert "with no acceptance receipt since" in late["warnings"][0]
+    assert "not delivered to SDI after 24 hours" in late["warnings"][0]
+
+
+@pytest.mark.parametrize(
+    "event", [Event.CONSEGNA, Event.ERRORE_CONSEGNA, Event.RILEVAZIONE_VIRUS, Event.RC]
+)
+def test_consegna_or_an_error_clears_the_24_hour_flag(tmp_path: Path, event: Event) -> None:
+    config = _config(tmp_path, "main")
+    with Store(config.store_path) as store:
+        outgoing_id = _sent(store, "main", "IT01234567890_00001.xml")
+        store.transition(outgoing_id, Event.ACCETTAZIONE, at=NOW, source="t")
+        store.transition(outgoing_id, event, at=NOW + timedelta(hours=2), source="t")
+        doc = status.document(store, config, NOW + timedelta(hours=30))
+    assert doc["outgoing"][0]["overdue"] is False
+    assert doc["warnings"] == []
+
+
+def test_a_resend_restarts_the_24_hour_clock(tmp_path: Path) -> None:
+    config = _config(tmp_path, "main")
+    with Store(config.store_path) as store:
+        outgoing_id = _sent(store, "main", "IT01234567890_00001.xml")
+        store.transition(outgoing_id, Event.ACCETTAZIONE, at=NOW, source="t")
+        store.transition(outgoing_id, Event.ERRORE_CONSEGNA, at=NOW, source="t")
+        again = NOW + timedelta(hours=40)
+        store.transition(outgoing_id, Event.SENDING, at=again, source="t")
+        store.transition(outgoing_id, Event.SENT, at=again, source="t")
+        store.transition(outgoing_id, Event.ACCETTAZIONE, at=again, source="t")
+        doc = status.document(store, config, again + timedelta(hours=2))
+    assert doc["outgoing"][0]["state"] == "accepted"
+    assert doc["outgoing"][0]["overdue"] is False
+
+
 def test_render_text_summarises_states_and_warnings(tmp_path: Path) -> None:
     config = _config(tmp_path, "alpha", "beta")
     with Store(config.store_path) as store:
@@ -111,7 +176,7 @@ def test_render_text_explains_each_state_and_shows_quarantine_reasons() -> None:
 
 
 def test_render_text_shows_times_in_local_time_and_json_keeps_utc() -> None:
-    doc = {
+    doc: dict[str, Any] = {
         "sdi_address": "sdi01@pec.fatturapa.it",
         "outgoing": [
             {"file": "IT01234567890_00001.xml", "state": "sent", "updated": NOW.isoformat()}
@@ -179,7 +244,7 @@ def test_pass_summary_counts_what_the_pass_sent_rejected_filed_and_quarantined()
 
 
 def test_pass_summary_has_one_line_per_account_when_there_are_several() -> None:
-    empty = {"outgoing": [], "incoming": [], "quarantined": []}
+    empty: dict[str, list[object]] = {"outgoing": [], "incoming": [], "quarantined": []}
     after = {"accounts": {"alpha": empty, "beta": {**empty, "outgoing": [_entry("B", "sent")]}}}
     lines = status.pass_summary({"accounts": {"alpha": empty}}, after).splitlines()
     tail = "; mailbox: 0 receipts and notifications filed, 0 quarantined"
