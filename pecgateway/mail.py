@@ -259,6 +259,11 @@ def disposition(part: Message) -> str | None:
 
 
 def safe_name(name: str) -> str:
-    """A file name reduced to its printable base name (no directories, no leading dots)."""
-    base = re.split(r"[/\\]", name)[-1]
-    return "".join(ch for ch in base if ch.isprintable()).strip().lstrip(".")
+    """A file name that is one printable path component: never a directory, never a dot-file.
+
+    Path separators join the parts with ``_`` (``%E8/etc/passwd`` -> ``%E8_etc_passwd``) so a person
+    still recognises the sender's name; ``.`` and ``..`` parts are dropped.
+    """
+    parts = [part for part in re.split(r"[/\\]", name) if part not in ("", ".", "..")]
+    joined = "_".join(parts)
+    return "".join(ch for ch in joined if ch.isprintable()).strip().lstrip(".")

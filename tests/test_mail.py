@@ -145,9 +145,17 @@ def test_parse_bytes_refuses_headerless_bytes() -> None:
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("../../x.xml", "x.xml"), ("C:\\dir\\y.xml", "y.xml"), ("..", ""), ("a\x00b.xml", "ab.xml")],
+    [
+        ("../../x.xml", "x.xml"),
+        ("C:\\dir\\y.xml", "C:_dir_y.xml"),
+        ("%E8/etc/passwd", "%E8_etc_passwd"),
+        ("..", ""),
+        ("a\x00b.xml", "ab.xml"),
+    ],
 )
-def test_safe_name_keeps_only_a_printable_base_name(name: str, expected: str) -> None:
+def test_safe_name_is_one_printable_component_keeping_what_a_person_recognises(
+    name: str, expected: str
+) -> None:
     assert mail.safe_name(name) == expected
 
 

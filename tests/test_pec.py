@@ -460,7 +460,7 @@ def test_attachment_name_with_encoded_words_and_paths_is_cleaned() -> None:
         attachments=[Part("=?utf-8?Q?Segnatura.xml?=", b"<a/>"), Part("../../etc/passwd", b"x")]
     )
     names = [a.filename for a in pec.parse(raw).attachments]
-    assert names == ["Segnatura.xml", "passwd"]
+    assert names == ["Segnatura.xml", "etc_passwd"]
 
 
 def test_attachment_without_cte_but_base64_text_stays_as_given() -> None:
