@@ -7,6 +7,7 @@ import imaplib
 import smtplib
 import ssl
 import subprocess
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email import message_from_bytes, policy
@@ -22,7 +23,7 @@ from pecgateway.sandbox.dovecot import Dovecot, MailAccount
 from pecgateway.sandbox.notification import XadesSigner
 from pecgateway.sandbox.provider import PecProvider, ProviderConfig
 from pecgateway.sandbox.simulator import SdiSimulator, SimulatorConfig
-from pecgateway.sandbox.submission import SubmissionServer, server_tls_context
+from pecgateway.sandbox.submission import Submission, SubmissionServer, server_tls_context
 
 pytestmark = pytest.mark.servers
 
@@ -370,3 +371,104 @@ async def test_stop_cancels_pending_sdi_answers(
     await provider.stop()
     assert provider.pending == 0
     assert _types(box.parsed()) == [pec.PecType.ACCETTAZIONE]
+
+
+class _Journal:
+    """A stand-in for the sandbox log: records each event name with its fields."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, object]]] = []
+
+    def bind(self, **_: object) -> _Journal:
+        return self
+
+    def _record(self, event: str, **fields: object) -> None:
+        self.events.append((event, fields))
+
+    info = warning = error = _record
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.events]
+
+
+async def test_client_hanging_up_right_after_data_still_gets_consegna_and_sdi_answer(
+    dovecot: Dovecot, mail_user: MailAccount, sandbox_ca: SandboxCA, tmp_path: Path
+) -> None:
+    """The ACCETTAZIONE is being filed when the client hangs up (which cancels aiosmtpd's handler):
+    the message is the provider's by then, so CONSEGNA and SDI's answer still follow."""
+    gate, handler_cancelled, depositing = asyncio.Event(), asyncio.Event(), threading.Event()
+
+    async def deposit(raw: bytes) -> None:
+        depositing.set()
+        await gate.wait()
+        await asyncio.to_thread(dovecot.imap_append, mail_user.user, raw)
+
+    journal = _Journal()
+    simulator = SdiSimulator(
+        signer=_signer(sandbox_ca),
+        schemas=None,
+        config=SimulatorConfig(),
+        state_path=tmp_path / "s",
+    )
+    provider = PecProvider(
+        user=mail_user.user, ca=sandbox_ca, deposit=deposit, simulator=simulator, log=journal
+    )
+
+    async def on_submission(submission: Submission) -> str | None:
+        try:
+            return await provider.submit(submission)
+        except asyncio.CancelledError:
+            handler_cancelled.set()
+            raise
+
+    tls = server_tls_context(sandbox_ca.server.cert_path, sandbox_ca.server.key_path)
+    server = SubmissionServer(
+        {mail_user.user: mail_user.password},
+        tls,
+        on_submission,
+        hostname="smtps.pec.sandbox.test",
+        data_size_limit=2**20,
+    )
+    await server.start()
+    box = Sandbox(mail_user, provider, server, dovecot, sandbox_ca)
+
+    def send_and_hang_up() -> int:
+        raw = _message(mail_user.user).as_bytes(policy=policy.SMTP)
+        smtp = smtplib.SMTP_SSL("127.0.0.1", server.port, context=box.context(), timeout=10)
+        smtp.login(mail_user.user, mail_user.password)
+        smtp.mail(mail_user.user)
+        smtp.rcpt(SDI)
+        code, _ = smtp.docmd("DATA")
+        smtp.send(raw + b".\r\n")
+        assert depositing.wait(10)
+        smtp.close()  # without reading the reply
+        return code
+
+    try:
+        assert await asyncio.to_thread(send_and_hang_up) == 354
+        await asyncio.wait_for(handler_cancelled.wait(), 10)
+        gate.set()
+        await provider.idle()
+        messages = box.parsed()
+    finally:
+        await server.stop()
+        await provider.stop()
+    assert _types(messages) == [
+        pec.PecType.ACCETTAZIONE,
+        pec.PecType.AVVENUTA_CONSEGNA,
+        pec.PecType.POSTA_CERTIFICATA,
+    ]
+    assert messages[1].riferimento_message_id == OUR_ID
+    names = journal.names()
+    for step in (
+        "provider_submission_received",
+        "provider_accepted",
+        "provider_client_gone",
+        "provider_receipt_filed",
+        "provider_delivery_queued",
+        "provider_delivered",
+        "sdi_answer_queued",
+        "sdi_message_delivered",
+    ):
+        assert step in names, f"{step} missing from the journal: {names}"
+    assert "provider_task_failed" not in names

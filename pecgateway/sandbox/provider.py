@@ -21,6 +21,7 @@ from email.message import Message
 from email.utils import format_datetime
 from typing import Any, TypeVar
 
+from pecgateway.errors import PecGatewayError
 from pecgateway.sandbox import envelope
 from pecgateway.sandbox.ca import SandboxCA
 from pecgateway.sandbox.envelope import Gestore, Original, TipoRicevuta
@@ -93,10 +94,11 @@ class PecProvider:
 
     # ---- lifecycle of the timers ---------------------------------------------------------------
 
-    def _spawn(self, work: Coroutine[Any, Any, None], what: str) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(work, name=what)
         self._tasks.add(task)
         task.add_done_callback(self._finished)
+        return task
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -107,6 +109,12 @@ class PecProvider:
     async def stop(self) -> None:
         """Cancels every pending delivery and SDI answer and waits for them to end."""
         tasks = list(self._tasks)
+        if tasks:
+            self._log.warning(
+                "provider_stopped_with_work_pending",
+                cancelled=sorted(task.get_name() for task in tasks),
+                reason="the sandbox stopped before these deliveries or SDI answers were due",
+            )
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -141,26 +149,54 @@ class PecProvider:
     # ---- the user's submissions ----------------------------------------------------------------
 
     async def submit(self, submission: Submission) -> str | None:
-        """The provider's handling of one submitted message; returns the SMTP reply (None: 250)."""
+        """The provider's handling of one submitted message; returns the SMTP reply (None: 250).
+
+        Once the checks are done, the message is the provider's: its receipt and its deliveries
+        run as the provider's own tasks, so a client that hangs up before the reply (which cancels
+        this call) changes nothing. The reply comes once the receipt is in the user's mailbox."""
         now = self._clock()
         parsed = message_from_bytes(submission.data, policy=policy.compat32)
         original = self._original(submission, parsed, now)
+        self._log.info(
+            "provider_submission_received",
+            login=submission.login,
+            mail_from=submission.mail_from,
+            recipients=original.destinatari,
+            subject=original.oggetto,
+            msgid=original.msgid,
+            size=len(submission.data),
+        )
         problems = formal_problems(
             submission, parsed, account=self.user, max_bytes=self.config.max_message_bytes
         )
         if problems:
-            reason = "; ".join(problems)
+            work = self._refuse(original, now, "; ".join(problems))
+        else:
+            work = self._accept(original, parsed, now)
+        task = self._spawn(work, f"{'accept' if not problems else 'refuse'} {original.msgid}")
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
             self._log.warning(
-                "provider_not_accepted",
-                subject=original.oggetto,
-                reason=reason,
+                "provider_client_gone",
                 msgid=original.msgid,
+                identificativo=original.identificativo,
+                reason="the client hung up before the SMTP reply; the message is handled anyway",
             )
-            await self._deposit(
-                envelope.build_non_accettazione(self._gestore, original, now, reason)
-            )
-            return None
-        await self._deposit(envelope.build_accettazione(self._gestore, original, now))
+            raise
+        except (PecGatewayError, OSError) as exc:  # logged by _finished
+            return f"451 4.3.0 the provider could not file its receipt ({exc}); try again"
+        return None
+
+    async def _refuse(self, original: Original, now: datetime, reason: str) -> None:
+        self._log.warning(
+            "provider_not_accepted", subject=original.oggetto, reason=reason, msgid=original.msgid
+        )
+        await self._deposit(envelope.build_non_accettazione(self._gestore, original, now, reason))
+        self._log.info("provider_receipt_filed", tipo="non-accettazione", msgid=original.msgid)
+
+    async def _accept(self, original: Original, parsed: Message, now: datetime) -> None:
+        """ACCETTAZIONE into the mailbox, then one delivery per recipient (the provider's tasks)."""
         self._log.info(
             "provider_accepted",
             subject=original.oggetto,
@@ -168,9 +204,21 @@ class PecProvider:
             identificativo=original.identificativo,
             recipients=original.destinatari,
         )
+        await self._deposit(envelope.build_accettazione(self._gestore, original, now))
+        self._log.info(
+            "provider_receipt_filed",
+            tipo="accettazione",
+            msgid=original.msgid,
+            identificativo=original.identificativo,
+        )
         for recipient in original.destinatari:
+            self._log.info(
+                "provider_delivery_queued",
+                recipient=recipient,
+                identificativo=original.identificativo,
+                after_s=self.config.consegna_delay_s,
+            )
             self._spawn(self._deliver(original, parsed, recipient), f"deliver {recipient}")
-        return None
 
     def _original(self, submission: Submission, parsed: Message, now: datetime) -> Original:
         requested = str(parsed.get("X-TipoRicevuta", "completa")).strip().lower()
@@ -236,6 +284,12 @@ class PecProvider:
             now=now,
         )
         for answer in answers:
+            self._log.info(
+                "sdi_answer_queued",
+                sender=answer.sender,
+                subject=str(answer.message.get("Subject", "")),
+                after_s=answer.delay_s,
+            )
             self._spawn(self._answer(answer), f"sdi answer from {answer.sender}")
 
     async def _stuck(self, original: Original, recipient: str, after_s: float) -> None:
@@ -251,6 +305,11 @@ class PecProvider:
                 self._gestore, original, recipient, self._clock()
             )
         )
+        self._log.info(
+            "provider_receipt_filed",
+            tipo="preavviso-errore-consegna",
+            identificativo=original.identificativo,
+        )
         await asyncio.sleep(after_s)
         text = f"5.4.1 - {self._gestore.name} - il messaggio non è stato consegnato nelle 24 ore"
         await self._deposit(
@@ -262,6 +321,9 @@ class PecProvider:
                 errore="altro",
                 errore_esteso=text,
             )
+        )
+        self._log.info(
+            "provider_receipt_filed", tipo="errore-consegna", identificativo=original.identificativo
         )
 
     # ---- SDI's messages to the user ------------------------------------------------------------
