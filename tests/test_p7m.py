@@ -676,7 +676,7 @@ def test_cli_unwrap_writes_the_payload_to_out(
     assert cli._cmd_unwrap(_unwrap_args(source, str(target))) == 0
     assert target.read_bytes() == XML
     captured = capsys.readouterr()
-    assert f"{target}: {len(XML)} bytes extracted from 1 layer(s)" in captured.out
+    assert f"{target}: {len(XML)} bytes extracted from 1 signed layer(s)" in captured.out
     assert "note: base64-decoded" in captured.err
 
 
