@@ -44,22 +44,24 @@ async def take(gw: Gateway, account: Account, claimed: Path, stop: asyncio.Event
     """Handles one claimed file from start to end (or resumes it); returns the outcome."""
     started = outbox.begin(claimed)
     if started is None:
-        _log.info("outbox_file_gone", file=claimed.name, path=str(claimed))
-        return "gone"
+        return _gone(claimed)
     path, new = started
-    read = _read_settled(path)
+    try:
+        read = _read_settled(path)
+    except outbox.Refused as refused:
+        return _refused(gw, account, path, refused)
+    except FileNotFoundError:
+        return _gone(path)
     if read is None:
         return _still_changing(path)
-    data, seen = read
+    data = read[0]
     digest = hashlib.sha256(data).hexdigest()
     record = None if new else _unfinished(gw, account, path.name, digest)
-    if record is None:
-        facts, problems = outbound_checks.check(gw, account, path.name, data, digest)
-        if problems and await _still_written(path, seen, problems, account, stop):
-            return _still_changing(path)
-        record = _record(gw, account, path.name, digest, facts, problems)
-        if problems:
-            return _reject(gw, record, path, problems)
+    if record is None or record.state is State.REJECTED:
+        checked = await _checked(gw, account, record, path, read, stop)
+        if isinstance(checked, str):
+            return checked
+        record = checked
     if record.state in _RESUMABLE:
         return await _send(gw, account, record, path, data, stop)
     if record.state is State.NOT_ACCEPTED:
@@ -67,17 +69,86 @@ async def take(gw: Gateway, account: Account, claimed: Path, stop: asyncio.Event
     return _finish(gw, account, record, path, data, reply="")
 
 
-def _read(path: Path) -> bytes:
-    return path.read_bytes()  # at most a few MB: SDI refuses files over 5 MB
+async def _checked(
+    gw: Gateway,
+    account: Account,
+    rejected: Outgoing | None,
+    path: Path,
+    read: tuple[bytes, outbox.Signature],
+    stop: asyncio.Event,
+) -> Outgoing | str:
+    """The file checked: its new record when it may be sent, else the outcome (rejected, put
+    back). ``rejected``: its recorded rejection, when the move to rejected/ failed before."""
+    data, seen = read
+    digest = hashlib.sha256(data).hexdigest()
+    facts, problems = outbound_checks.check(gw, account, path.name, data, digest)
+    if problems and await _still_written(path, seen, problems, account, stop):
+        return _still_changing(path)
+    if rejected is not None:  # no second record: the rejection is finished
+        return _reject(gw, rejected, path, problems or (_recorded(gw, rejected),))
+    record = _record(gw, account, path.name, digest, facts, problems)
+    return _reject(gw, record, path, problems) if problems else record
+
+
+def _gone(path: Path) -> str:
+    shown = outbox.display_name(path.name)
+    _log.info("outbox_file_gone", file=shown, path=outbox.display_name(str(path)))
+    return "gone"
 
 
 def _read_settled(path: Path) -> tuple[bytes, outbox.Signature] | None:
-    """The bytes and the signature they were read at; None when the file changed meanwhile."""
-    seen = outbox.signature(path)
-    data = _read(path)
-    if seen is None or outbox.signature(path) != seen:
+    """The bytes and the signature they were read at; None when the file changed meanwhile.
+
+    Raises ``outbox.Refused`` for a file that is never read (a link, a FIFO, too large, ...).
+    """
+    data, seen = outbox.read(path, max_bytes=validate.MAX_FILE_BYTES)
+    if outbox.signature(path) != seen:
         return None
+    _unreadable_told.discard(outbox.outbox_of(path) / path.name)
     return data, seen
+
+
+_unreadable_told: set[Path] = set()  # outbox files whose permission problem was logged
+
+
+def _refused(gw: Gateway, account: Account, path: Path, refused: outbox.Refused) -> str:
+    """A file that is not read: one the service may not read goes back to the outbox and waits
+    (logged once); any other (a link, a FIFO, too large) goes to rejected/ with the reason. Neither
+    is recorded in the store (nothing of it was read)."""
+    shown = outbox.display_name(path.name)
+    problem = refused.refusal
+    if refused.later:
+        where = outbox.release(path)
+        if where not in _unreadable_told:
+            _unreadable_told.add(where)
+            _log.warning(
+                "outbox_file_unreadable",
+                file=shown,
+                reason=problem.message,
+                hint=problem.hint,
+                path=outbox.display_name(str(where)),
+            )
+        gw.failed(account, "outbox", f"{shown}: {problem.message}")
+        return "unreadable"
+    target = outbox.reject(path, (problem,), now=gw.clock())
+    _log.warning(
+        "invoice_rejected",
+        file=shown,
+        problems=1,
+        reason=f"[{problem.code}] {problem.message}",
+        path=outbox.display_name(str(target)),
+    )
+    return "rejected"
+
+
+def _recorded(gw: Gateway, record: Outgoing) -> validate.Problem:
+    """The rejection recorded for ``record`` (checks that now pass, e.g. after a schema update)."""
+    words = [e.detail for e in gw.store.events(record.id) if e.event == Event.REJECTED.value]
+    reason = words[-1] if words else "rejected by the checks"
+    return validate.Problem("rejected", reason, None, None, _RECORDED_HINT)
+
+
+_RECORDED_HINT = "fix the file as the reason says and drop it into the outbox again"
 
 
 _CUT_SHORT = frozenset({"not-well-formed", "p7m", "encoding"})  # how a half-written file fails
@@ -114,11 +185,10 @@ _STILL_CHANGING_HINT = (
 
 def _unfinished(gw: Gateway, account: Account, name: str, digest: str) -> Outgoing | None:
     """The record of a unit found in ``.processing/`` (a crash, a stop, a send waiting for its
-    receipt): same name, same bytes. A file new from the outbox is never resumed."""
+    receipt, a rejection whose move failed): same name, same bytes. A file new from the outbox is
+    never resumed."""
     found = gw.store.find_outgoing_by_file(account.name, name)
-    if found is None or found.sha256 != digest or found.state is State.REJECTED:
-        return None
-    return found
+    return found if found is not None and found.sha256 == digest else None
 
 
 def _record(

@@ -1,13 +1,16 @@
 """The outbox folder: where other software drops invoice files for SDI.
 
 Owns the folder and nothing else: it finds complete files (inotify through watchfiles plus a
-periodic rescan), claims them atomically by rename, and moves them on to ``sent/`` or to
-``rejected/`` beside a readable reason (``outbox_folders``, re-exported here). It makes no decision
-about a file's content.
+periodic rescan), claims them atomically by rename, reads them safely, and moves them on to
+``sent/`` or to ``rejected/`` beside a readable reason (``outbox_folders``, re-exported here). It
+makes no decision about a file's content.
 
-What is taken: regular files directly in the outbox. Sub-folders, symlinks, temporary and hidden
-names (``*.tmp``, ``*.part``, ``~*``, ``*~``, ``.*``) and desktop junk (``Thumbs.db``,
-``desktop.ini``) are never claimed, never rejected, never counted.
+What is taken: regular files directly in the outbox. Sub-folders, temporary and hidden names
+(``*.tmp``, ``*.part``, ``~*``, ``*~``, ``.*``) and desktop junk (``Thumbs.db``, ``desktop.ini``)
+are never claimed, never rejected, never counted; links, FIFOs and names that are not UTF-8: see
+``outbox_entries`` (re-exported here, with ``read``). While ``.processing``, ``rejected`` or
+``sent`` is a file, nothing is claimed. A watcher failure (watchfiles cannot decode a name) is
+logged once and a rescan stands in for its batch.
 
 Where a unit stands is where its file is. ``claim`` renames ``<outbox>/<name>`` to
 ``.processing/new/<name>``; ``begin``, a unit's first step, renames it to ``.processing/<name>`` and
@@ -30,41 +33,71 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import stat
 import time
 from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import watchfiles
+from watchfiles._rust_notify import WatchfilesRustInternalError  # only named there
 
+from pecgateway.outbox_entries import (
+    NAME_NOT_UTF8,
+    NOT_A_FILE,
+    SYMLINK,
+    UNREADABLE,
+    Refusal,
+    Refused,
+    Signature,
+    entry_signature,
+    forget,
+    read,
+    resumable,
+    signature,
+    takeable,
+    tell_once,
+)
 from pecgateway.outbox_folders import (
     NEW,
     PROCESSING,
     REJECTED,
     SENT,
     Problem,
+    check_layout,
+    display_name,
     done,
     fsync_folder,
     outbox_of,
     reject,
+    valid_name,
 )
 
 __all__ = [
+    "NAME_NOT_UTF8",
     "NEW",
+    "NOT_A_FILE",
     "PROCESSING",
     "REJECTED",
     "SENT",
+    "SYMLINK",
+    "UNREADABLE",
     "Problem",
+    "Refusal",
+    "Refused",
     "Signature",
     "begin",
+    "check_layout",
     "claim",
     "claimed",
+    "display_name",
     "done",
     "is_candidate",
+    "outbox_of",
+    "read",
     "reject",
     "release",
     "signature",
+    "valid_name",
     "watch",
 ]
 
@@ -82,26 +115,6 @@ def is_candidate(name: str) -> bool:
         or name in _OWN_FOLDERS
         or lowered in _JUNK
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Signature:
-    """What tells two states of a file apart: its size, modification time and inode."""
-
-    size: int
-    mtime_ns: int
-    inode: int
-
-
-def signature(path: Path) -> Signature | None:
-    """The file's signature now; None when it is gone or not a regular file (folder, symlink)."""
-    try:
-        st = path.stat(follow_symlinks=False)
-    except OSError:
-        return None
-    if not stat.S_ISREG(st.st_mode):
-        return None
-    return Signature(st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 # ---- finding complete files ----------------------------------------------------------------------
@@ -132,7 +145,7 @@ class _Stability:
         now = time.monotonic()
         done: list[tuple[Path, Signature]] = []
         for path, pending in list(self._pending.items()):
-            current = signature(path)
+            current = entry_signature(path)
             if current is None:
                 del self._pending[path]
             elif current != pending.seen:
@@ -144,26 +157,24 @@ class _Stability:
 
     def again_if_changed(self, path: Path, yielded: Signature) -> None:
         """A file yielded and back in the outbox changed (``release``): it waits again."""
-        if signature(path) not in (None, yielded):
+        if entry_signature(path) not in (None, yielded):
             self.add([path])
 
 
 def _scan(outbox: Path) -> list[Path]:
-    """The regular files directly in the outbox that the outbox may take (creates the folder)."""
+    """The files (and links) directly in the outbox that it may take (creates the folder).
+
+    ``os.scandir`` gives a name whose bytes are not UTF-8 with surrogates: it is refused by ``claim``.
+    """
     outbox.mkdir(parents=True, exist_ok=True)
-    found: list[Path] = []
     with os.scandir(outbox) as entries:
-        for entry in entries:
-            if is_candidate(entry.name) and entry.is_file(follow_symlinks=False):
-                found.append(Path(entry.path))
-    return found
+        paths = [Path(entry.path) for entry in entries if is_candidate(entry.name)]
+    return [path for path in paths if entry_signature(path) is not None]
 
 
 def _from_changes(outbox: Path, changes: set[tuple[watchfiles.Change, str]]) -> list[Path]:
     paths = {Path(raw) for change, raw in changes if change != watchfiles.Change.deleted}
-    return [
-        p for p in paths if p.parent == outbox and is_candidate(p.name) and signature(p) is not None
-    ]
+    return [p for p in paths if p.parent == outbox and is_candidate(p.name) and entry_signature(p)]
 
 
 async def watch(
@@ -201,23 +212,15 @@ async def _watch_forever(
     outbox: Path, stop: asyncio.Event, pending: _Stability, rescan_interval_s: float
 ) -> AsyncGenerator[Path, None]:
     next_rescan = time.monotonic() + rescan_interval_s
-    changes_iter = watchfiles.awatch(
-        outbox,
-        watch_filter=None,
-        recursive=False,
-        debounce=100,
-        step=20,
-        rust_timeout=int(_TICK_S * 1000),
-        yield_on_timeout=True,
-    )
-    async with contextlib.aclosing(changes_iter) as changes_stream:
-        async for changes in changes_stream:
+    async with contextlib.aclosing(_batches(outbox, stop)) as batches:
+        async for changes in batches:
             if stop.is_set():
                 return
-            pending.add(_from_changes(outbox, changes))
-            if time.monotonic() >= next_rescan:
+            if changes is None or time.monotonic() >= next_rescan:
                 pending.add(_scan(outbox))
                 next_rescan = time.monotonic() + rescan_interval_s
+            else:
+                pending.add(_from_changes(outbox, changes))
             for path, seen in pending.ready():
                 yield path
                 pending.again_if_changed(path, seen)
@@ -225,38 +228,105 @@ async def _watch_forever(
                     return
 
 
+_Changes = set[tuple[watchfiles.Change, str]]
+
+
+async def _batches(outbox: Path, stop: asyncio.Event) -> AsyncGenerator[_Changes | None, None]:
+    """inotify's changes (an empty set every tick); None when the watcher failed on a batch (e.g.
+    a name that is not UTF-8): a rescan stands in for it and a new watcher is started."""
+    while not stop.is_set():
+        changes_iter = watchfiles.awatch(
+            outbox,
+            watch_filter=None,
+            recursive=False,
+            debounce=100,
+            step=20,
+            rust_timeout=int(_TICK_S * 1000),
+            yield_on_timeout=True,
+        )
+        try:
+            async with contextlib.aclosing(changes_iter) as changes_stream:
+                async for changes in changes_stream:
+                    yield changes
+            return
+        except Exception as exc:  # noqa: BLE001 -- only the watcher's own failure is handled
+            _watcher_failed(outbox, exc)
+        yield None
+        await asyncio.sleep(_TICK_S)
+
+
+def _watcher_failed(outbox: Path, exc: Exception) -> None:
+    """Logs the watcher's failure once per message; re-raises anything else."""
+    failures = [exc]
+    if isinstance(exc, BaseExceptionGroup):  # awatch runs the watcher in an anyio task group
+        matched, rest = exc.split(WatchfilesRustInternalError)
+        if matched is None or rest is not None:
+            raise exc
+        failures = list(matched.exceptions)
+    elif not isinstance(exc, WatchfilesRustInternalError):
+        raise exc
+    tell_once("outbox_watch_failed", outbox, reason=str(failures[0]), hint=_WATCH_FAILED_HINT)
+
+
+_WATCH_FAILED_HINT = (
+    "the folder watcher failed on a change (e.g. a file name that is not UTF-8): the outbox was "
+    "rescanned instead and watching goes on; a file with such a name is moved to rejected/"
+)
+
+
 # ---- claim, begin, release -----------------------------------------------------------------------
 
 
 def claimed(outbox: Path) -> list[Path]:
-    """Files claimed and not finished (a crash, a stop, a send waiting): resume these first."""
+    """Files claimed and not finished (a crash, a stop, a send waiting): resume these first.
+
+    A symbolic link, a FIFO, socket or device, or a name that is not UTF-8 found there is moved to
+    ``rejected/`` with its reason instead (it may have been swapped in after ``claim``).
+    """
+    check_layout(outbox)
     found: list[Path] = []
     for folder in (outbox / PROCESSING, outbox / PROCESSING / NEW):
         if folder.is_dir():
-            found += sorted(
-                p for p in folder.iterdir() if is_candidate(p.name) and signature(p) is not None
-            )
+            found += [
+                path
+                for path in sorted(folder.iterdir())
+                if is_candidate(path.name) and resumable(path)
+            ]
     return found
 
 
 def claim(path: Path) -> Path | None:
-    """Takes ``path`` atomically by rename into ``.processing/new/``; None when it is gone or is no
-    regular file, or when its name is busy: a file of that name still in ``.processing/`` is
-    finished first, and this one is taken after."""
-    if signature(path) is None:
+    """Takes ``path`` atomically by rename into ``.processing/new/``; None when it is not taken.
+
+    Not taken: gone, a folder, a FIFO, socket or device (logged once), a symbolic link or a name
+    that is not UTF-8 (moved to ``rejected/`` with the reason), or a name still busy: a file of that
+    name in ``.processing/`` is finished first and this one is taken after (logged once). Raises
+    ``NotADirectoryError`` saying what to do while ``.processing``, ``rejected`` or ``sent`` is a
+    file (``check_layout``).
+    """
+    check_layout(path.parent)
+    if not takeable(path):
         return None
     folder = path.parent / PROCESSING / NEW
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / path.name
     if target.exists() or (folder.parent / path.name).exists():
+        tell_once("outbox_file_waiting", path, hint=_WAITING_HINT)
         return None
     try:
         path.rename(target)
     except FileNotFoundError:
         return None
+    forget(path)
     fsync_folder(folder)
     fsync_folder(path.parent)
     return target
+
+
+_WAITING_HINT = (
+    "a file of this name is still being handled (in .processing/, e.g. waiting for its receipt): "
+    "this one is taken once that one is finished"
+)
 
 
 def begin(claimed_path: Path) -> tuple[Path, bool] | None:
@@ -267,7 +337,8 @@ def begin(claimed_path: Path) -> tuple[Path, bool] | None:
     """
     folder = claimed_path.parent
     if folder.name != NEW or folder.parent.name != PROCESSING:
-        return (claimed_path, False) if signature(claimed_path) is not None else None
+        return (claimed_path, False) if os.path.lexists(claimed_path) else None
+    check_layout(outbox_of(claimed_path))
     target = folder.parent / claimed_path.name
     if target.exists():
         return None

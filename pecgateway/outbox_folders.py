@@ -4,7 +4,9 @@ Owns the moves out of ``.processing/`` (never overwriting) and the reason files.
 finding and claiming files; the service reaches both through ``outbox``.
 
 Names: a clash in ``sent/`` or ``rejected/`` gets `` (2)``, `` (3)`` ... before the extensions, as
-in the inbox (``sink``); nothing is ever overwritten. When a file is sent, earlier rejections of the
+in the inbox (``sink``); nothing is ever overwritten. A rejected file's name is made safe first: bytes
+that are not UTF-8 become ``_`` and a name too long for its ``.reason.json`` (NAME_MAX) is cut,
+keeping a hash; its reasons give the name as dropped (``display_name``). When a file is sent, earlier rejections of the
 same file name become history: each rejected file and its ``.reason.txt``/``.reason.json`` are
 renamed ``<stem> (rejected <YYYYMMDDTHHMMSSZ>)<ext>`` (the time of that rejection), so that no
 ``rejected/<name>.reason.txt`` contradicts the send; the audit trail stays in the store.
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
+import hashlib
 import json
 import os
 import re
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Protocol
 
 from pecgateway import filename, sink
+from pecgateway.log import get_logger
 
 __all__ = [
     "NEW",
@@ -29,16 +34,22 @@ __all__ = [
     "REJECTED",
     "SENT",
     "Problem",
+    "check_layout",
+    "display_name",
     "done",
     "fsync_folder",
     "outbox_of",
     "reject",
+    "rejected_name",
+    "valid_name",
 ]
 
 PROCESSING = ".processing"  # units of work, one file each (hidden from legacy software)
 NEW = "new"  # inside .processing/: claimed from the outbox, the unit not begun yet
 REJECTED = "rejected"  # failed our checks: the file beside <name>.reason.txt and <name>.reason.json
 SENT = "sent"  # accepted by the SMTP server
+_MAX_REJECTED_BYTES = 200  # + " (n)", " (rejected <time>)" and ".reason.json" stay within NAME_MAX
+_log = get_logger()
 
 
 class Problem(Protocol):
@@ -73,25 +84,96 @@ def reject(
     """Moves a claimed file to ``rejected/`` after writing ``<name>.reason.txt`` and ``.json``.
 
     The reasons are written first, so that software watching ``rejected/`` finds them as soon as the
-    file appears. Returns the rejected file's new path.
+    file appears; when they cannot be written the file is moved all the same (and that is logged).
+    The name is made safe (``rejected_name``). Returns the rejected file's new path.
     """
     claimed_path = _current(claimed_path)
-    folder = outbox_of(claimed_path) / REJECTED
-    folder.mkdir(exist_ok=True)
-    target = _free_path(folder, claimed_path.name)
+    folder = _folder(outbox_of(claimed_path), REJECTED)
+    target = _free_path(folder, rejected_name(claimed_path.name))
     when = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds")
-    _write_atomic(
-        target.with_name(target.name + ".reason.txt"), _reason_text(target.name, problems)
-    )
-    document = _reason_json(claimed_path.name, when, problems)
-    _write_atomic(target.with_name(target.name + ".reason.json"), document)
+    shown = display_name(claimed_path.name)
+    reasons = {
+        ".reason.txt": _reason_text(target.name, shown, problems),
+        ".reason.json": _reason_json(shown, when, problems),
+    }
+    for suffix, data in reasons.items():
+        try:
+            _write_atomic(target.with_name(target.name + suffix), data)
+        except OSError as exc:
+            _log.error(
+                "rejection_reason_not_written",
+                file=shown,
+                path=display_name(str(target) + suffix),
+                reason=display_name(f"{exc.strerror or exc}"),
+                hint="the file is moved to rejected/ all the same; the log says why",
+            )
     claimed_path.rename(target)
     fsync_folder(folder)
     return target
 
 
-def _reason_text(name: str, problems: Sequence[Problem]) -> bytes:
+def valid_name(name: str) -> bool:
+    """False for a name whose bytes are not UTF-8 (``os`` gives such bytes as surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def display_name(name: str) -> str:
+    """``name`` as text for people, logs and the store: bytes that are not UTF-8 as ``\\xff``."""
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def rejected_name(name: str) -> str:
+    """A name safe to create in ``rejected/`` beside its reasons: bytes that are not UTF-8 become
+    ``_``; a name over 200 bytes is cut, keeping its extensions and a hash of the whole name."""
+    safe = "".join("_" if "\udc80" <= ch <= "\udcff" else ch for ch in name)
+    safe = safe.encode("utf-8", "replace").decode("utf-8")  # any other lone surrogate
+    raw = safe.encode("utf-8")
+    if len(raw) <= _MAX_REJECTED_BYTES:
+        return safe
+    stem, extension = _split(safe)
+    mark = "~" + hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    room = _MAX_REJECTED_BYTES - len((mark + extension).encode("utf-8"))
+    if room < 1:  # an extension too long to keep
+        stem, extension, room = safe, "", _MAX_REJECTED_BYTES - len(mark)
+    return stem.encode("utf-8")[:room].decode("utf-8", "ignore") + mark + extension
+
+
+def check_layout(outbox: Path) -> None:
+    """Raises ``NotADirectoryError`` naming what to do when ``.processing``, ``.processing/new``,
+    ``rejected`` or ``sent`` is there and is not a folder: nothing must be claimed then."""
+    for path in (outbox / PROCESSING, outbox / PROCESSING / NEW, outbox / REJECTED, outbox / SENT):
+        if (path.exists() or path.is_symlink()) and not path.is_dir():
+            raise _not_a_folder(path)
+
+
+def _not_a_folder(path: Path) -> NotADirectoryError:
+    name = path.name if path.name != NEW else f"{PROCESSING}/{NEW}"
+    message = f"the outbox needs a folder named {name}: move the file named {name} away"
+    return NotADirectoryError(errno.ENOTDIR, message, display_name(str(path)))
+
+
+def _folder(outbox: Path, name: str) -> Path:
+    """``outbox/name``, made when missing; a clear error when a file has that name."""
+    folder = outbox / name
+    try:
+        folder.mkdir(exist_ok=True)
+    except FileExistsError:
+        raise _not_a_folder(folder) from None
+    return folder
+
+
+def _reason_text(name: str, shown: str, problems: Sequence[Problem]) -> bytes:
     lines = [f"{name}: not sent to SDI, {len(problems)} problem(s) found.", ""]
+    if shown != name:
+        lines[1:1] = [f"Dropped into the outbox as: {shown}"]
     for number, problem in enumerate(problems, 1):
         where = f" (line {problem.line}, column {problem.column})" if problem.line else ""
         lines.append(f"{number}. [{problem.code}]{where} {problem.message}")
@@ -101,7 +183,7 @@ def _reason_text(name: str, problems: Sequence[Problem]) -> bytes:
         "Fix the file and drop it into the outbox again (a new file name if it was sent).",
         "",
     ]
-    return "\n".join(lines).encode("utf-8")
+    return "\n".join(lines).encode("utf-8", "backslashreplace")  # e.g. an error naming a path
 
 
 def _reason_json(name: str, when: str, problems: Sequence[Problem]) -> bytes:
@@ -110,7 +192,8 @@ def _reason_json(name: str, when: str, problems: Sequence[Problem]) -> bytes:
         for p in problems
     ]
     document = {"file": name, "rejected_at": when, "problems": items}
-    return json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
+    text = json.dumps(document, ensure_ascii=False, indent=2)
+    return text.encode("utf-8", "backslashreplace") + b"\n"
 
 
 _REASONS = (".reason.txt", ".reason.json")
@@ -173,7 +256,7 @@ def outbox_of(claimed_path: Path) -> Path:
 
 
 def _move(source: Path, folder: Path) -> Path:
-    folder.mkdir(exist_ok=True)
+    folder = _folder(folder.parent, folder.name)
     target = _free_path(folder, source.name)
     source.rename(target)
     fsync_folder(folder)

@@ -18,7 +18,7 @@ import pytest
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
-from pecgateway import outbound, outbound_checks, sample, service, validate
+from pecgateway import outbound_checks, outbox, sample, service, validate
 from pecgateway.config import Config
 from pecgateway.lifecycle import Event, State
 from pecgateway.store import Store
@@ -294,7 +294,7 @@ async def test_a_file_that_grows_while_it_is_read_is_put_back_and_sent_once_comp
     data = sample.fpr12()
     half = len(data) // 2
     (outbox_dir / NAME).write_bytes(data[:half])
-    _writer_goes_on_after(monkeypatch, outbound, "_read", outbox_dir / NAME, data[half:])
+    _writer_goes_on_after(monkeypatch, outbox, "read", outbox_dir / NAME, data[half:])
     logs = await _once(config)
     assert [line["event"] for line in logs].count("outbox_file_still_changing") == 1
     assert _outcomes(logs) == ["still-changing", "sent"]

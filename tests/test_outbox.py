@@ -89,7 +89,7 @@ async def test_a_folder_created_while_watching_is_never_yielded(tmp_path: Path) 
     assert (tmp_path / "archivio" / NAME).exists()
 
 
-def test_a_folder_or_a_symlink_is_never_claimed(tmp_path: Path) -> None:
+def test_a_folder_is_never_claimed_and_a_symlink_is_refused_not_claimed(tmp_path: Path) -> None:
     (tmp_path / "archivio").mkdir()
     (tmp_path / "target.xml").write_bytes(b"<x/>")
     (tmp_path / NAME).symlink_to(tmp_path / "target.xml")
@@ -97,6 +97,8 @@ def test_a_folder_or_a_symlink_is_never_claimed(tmp_path: Path) -> None:
     assert outbox.claim(tmp_path / NAME) is None
     assert (tmp_path / "archivio").is_dir()
     assert outbox.claimed(tmp_path) == []
+    assert (tmp_path / "rejected" / NAME).is_symlink()
+    assert (tmp_path / "target.xml").read_bytes() == b"<x/>"
 
 
 async def test_a_file_put_back_changed_is_yielded_again_once_it_settles(tmp_path: Path) -> None:
