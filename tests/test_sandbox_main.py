@@ -14,6 +14,7 @@ import select
 import shutil
 import signal
 import smtplib
+import socket
 import ssl
 import subprocess
 import sys
@@ -123,10 +124,7 @@ def _wait_ready(process: subprocess.Popen[bytes]) -> None:
     raise AssertionError(f"the sandbox did not print ready: {process.communicate()}")
 
 
-@pytest.fixture
-def sandbox(public_tmp_path: Path, schema_dir: Path, sandbox_ca: SandboxCA) -> Iterator[Running]:
-    directory = public_tmp_path / "sandbox"
-    shutil.copytree(sandbox_ca.directory, directory / "ca")  # reused: no key generation
+def _launch(directory: Path, schema_dir: Path) -> Running:
     process = subprocess.Popen(
         _pecgateway(
             "sandbox", "--dir", str(directory), "--schemas", str(schema_dir), "--delays", "fast"
@@ -137,13 +135,29 @@ def sandbox(public_tmp_path: Path, schema_dir: Path, sandbox_ca: SandboxCA) -> I
     )
     try:
         _wait_ready(process)
-        yield Running(directory, process)
+    except BaseException:
+        _stop(process)
+        raise
+    return Running(directory, process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+@pytest.fixture
+def sandbox(public_tmp_path: Path, schema_dir: Path, sandbox_ca: SandboxCA) -> Iterator[Running]:
+    directory = public_tmp_path / "sandbox"
+    shutil.copytree(sandbox_ca.directory, directory / "ca")  # reused: no key generation
+    running = _launch(directory, schema_dir)
+    try:
+        yield running
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(30)
-        if process.stdout is not None:
-            process.stdout.close()
+        _stop(running.process)
 
 
 def _attachment_kinds(message: pec.PecMessage) -> list[str]:
@@ -363,3 +377,117 @@ def test_deliver_without_dir_is_a_usage_error_naming_it(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "--dir DIR is required" in result.stderr
+
+
+# ---- a restart in the same directory --------------------------------------------------------------
+
+
+def _ports(running: Running) -> dict[str, int]:
+    info = running.info
+    return {
+        f"{server}{suffix}": int(str(entry[key]))
+        for server in ("imap", "smtp")
+        if isinstance(entry := info[server], dict)
+        for suffix, key in (("", "port"), ("_starttls", "starttls_port"))
+    }
+
+
+def _send_with_config(loaded: config.Config, file_name: str, data: bytes) -> None:
+    """What the gateway does with the written configuration: TLS verified against its ca_file."""
+    smtp = loaded.accounts[0].smtp
+    context = ssl.create_default_context(cafile=str(smtp.ca_file))
+    message = EmailMessage()
+    message["From"] = loaded.accounts[0].address
+    message["To"] = SDI
+    message["Subject"] = file_name
+    message["Message-ID"] = make_msgid(domain="pec.sandbox.test")
+    message.set_content("Invio fattura elettronica.")
+    message.add_attachment(data, "application", "octet-stream", filename=file_name)
+    with smtplib.SMTP_SSL(smtp.host, smtp.port, context=context, timeout=10) as client:
+        client.login(smtp.username, smtp.password.reveal())
+        client.send_message(message)
+
+
+def _log_events(directory: Path, event: str) -> list[dict[str, object]]:
+    lines = (directory / "sandbox.log").read_text().splitlines()
+    return [record for line in lines if (record := json.loads(line)).get("event") == event]
+
+
+def test_restart_keeps_the_ports_the_config_the_mailbox_and_sdis_memory(
+    public_tmp_path: Path, schema_dir: Path, sandbox_ca: SandboxCA
+) -> None:
+    directory = public_tmp_path / "sandbox"
+    shutil.copytree(sandbox_ca.directory, directory / "ca")
+    first = _launch(directory, schema_dir)
+    try:
+        first.send(sample.file_name(progressivo="00001"), sample.fpr12())
+        before = first.wait_for(3)
+        ports = _ports(first)
+    finally:
+        _stop(first.process)
+    toml = (directory / "pecgateway.toml").read_bytes()
+    loaded = config.load(directory / "pecgateway.toml")  # as a gateway loaded it on the first run
+    second = _launch(directory, schema_dir)
+    try:
+        assert _ports(second) == ports
+        assert (directory / "pecgateway.toml").read_bytes() == toml
+        assert not (directory / "pecgateway.toml.bak").exists()
+        assert [m.identificativo for m in second.wait_for(3)] == [m.identificativo for m in before]
+        second_invoice = sample.fpr12(progressivo_invio="00002", numero="2")
+        _send_with_config(loaded, sample.file_name(progressivo="00002"), second_invoice)
+        record = second.wait_for_log("sdi_ignored_wrong_address")  # SDI remembers sdiNN
+        types = [m.type for m in second.wait_for(5)]
+    finally:
+        _stop(second.process)
+    assert record["got"] == SDI
+    assert types[3:] == [pec.PecType.ACCETTAZIONE, pec.PecType.AVVENUTA_CONSEGNA]
+    assert _log_events(directory, "sandbox_ports_changed") == []
+    assert len(_log_events(directory, "sandbox_config_kept")) == 1
+
+
+def test_restart_with_a_port_taken_moves_it_rewrites_the_config_and_says_so(
+    public_tmp_path: Path, schema_dir: Path, sandbox_ca: SandboxCA
+) -> None:
+    directory = public_tmp_path / "sandbox"
+    shutil.copytree(sandbox_ca.directory, directory / "ca")
+    first = _launch(directory, schema_dir)
+    ports = _ports(first)
+    _stop(first.process)
+    old_toml = (directory / "pecgateway.toml").read_text()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", ports["smtp"]))
+        squatter.listen()
+        second = _launch(directory, schema_dir)
+        try:
+            moved = _ports(second)
+            second.send(sample.file_name(progressivo="00001"), sample.fpr12())
+            assert second.wait_for(1)[0].type is pec.PecType.ACCETTAZIONE
+        finally:
+            _stop(second.process)
+    assert moved["smtp"] != ports["smtp"]
+    assert {k: v for k, v in moved.items() if k != "smtp"} == {
+        k: v for k, v in ports.items() if k != "smtp"
+    }
+    (changed,) = _log_events(directory, "sandbox_ports_changed")
+    assert changed["changes"] == {"smtp": f"{ports['smtp']} -> {moved['smtp']}"}
+    (rewritten,) = _log_events(directory, "sandbox_config_rewritten")
+    assert rewritten["changes"] == {"smtp": f"{ports['smtp']} -> {moved['smtp']}"}
+    assert config.load(directory / "pecgateway.toml").accounts[0].smtp.port == moved["smtp"]
+    assert (directory / "pecgateway.toml.bak").read_text() == old_toml
+
+
+def test_a_second_sandbox_in_the_same_directory_is_refused(
+    sandbox: Running, schema_dir: Path
+) -> None:
+    toml = (sandbox.directory / "pecgateway.toml").read_bytes()
+    result = subprocess.run(
+        _pecgateway("sandbox", "--dir", str(sandbox.directory), "--schemas", str(schema_dir)),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "a sandbox already runs in" in result.stderr
+    assert (sandbox.directory / "pecgateway.toml").read_bytes() == toml
+    assert sandbox.mailbox() == []

@@ -25,7 +25,14 @@ from pathlib import Path
 from pecgateway.errors import ConfigError, TransientError
 from pecgateway.sandbox.ca import SandboxCA
 
-__all__ = ["Dovecot", "DovecotMissing", "MailAccount", "blocking_ancestor", "free_port"]
+__all__ = [
+    "Dovecot",
+    "DovecotMissing",
+    "MailAccount",
+    "blocking_ancestor",
+    "free_port",
+    "port_free",
+]
 
 INSTALL_HINT = (
     "Dovecot is needed by the sandbox and was not found on PATH: install it with "
@@ -106,6 +113,21 @@ def free_port() -> int:
         return port
 
 
+def port_free(port: int) -> bool:
+    """Whether a server could listen on 127.0.0.1:``port`` now (False for 0).
+
+    Binds as servers do (SO_REUSEADDR), so the closed connections of an earlier run do not count."""
+    if not 0 < port < 65536:
+        return False
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 class DovecotMissing(ConfigError):
     """The `dovecot` binary is not installed; the message says how to install it."""
 
@@ -126,7 +148,10 @@ class MailAccount:
 
 
 class Dovecot:
-    """One private Dovecot instance; ``users`` are written before start (reloads lag ~1 s)."""
+    """One private Dovecot instance; ``users`` are written before start (reloads lag ~1 s).
+
+    Set ``port``/``starttls_port`` before ``start`` to listen there (0: any free port). The mail
+    lives in ``directory``/mail and is kept across starts."""
 
     def __init__(
         self, directory: Path, users: Mapping[str, str], *, ca: SandboxCA | None = None

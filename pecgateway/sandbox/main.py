@@ -1,8 +1,10 @@
 """`pecgateway sandbox`: run the sandbox, and hand it a supplier invoice or a raw message.
 
 Owns the three commands of contracts.md §3 and the composition of a running sandbox (Dovecot, the
-PEC provider's listeners, the SDI simulator, the control channel), its log (DIR/sandbox.log as JSON
-lines plus a readable console on stderr) and its clean stop on SIGINT/SIGTERM.
+PEC provider's listeners, the SDI simulator, the control channel), its restart in the same DIR (the
+same ports where free, so a gateway configured by the first run keeps working; the mailbox and SDI's
+memory are kept), its log (DIR/sandbox.log as JSON lines plus a readable console on stderr) and its
+clean stop on SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -20,7 +23,7 @@ from typing import Any
 
 from pecgateway.errors import ConfigError
 from pecgateway.sandbox.control import ControlError, Request, send_request
-from pecgateway.sandbox.layout import Layout
+from pecgateway.sandbox.layout import Endpoints, Layout, Ports
 from pecgateway.sandbox.simulator import SimulatorConfig
 
 __all__ = ["DELAYS", "main", "register"]
@@ -141,11 +144,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(INSTALL_HINT)
     schemas, schema_dir = _schemas(args)
     layout = Layout(Path(args.dir).resolve())
+    _refuse_second_sandbox(layout)
     layout.root.mkdir(parents=True, exist_ok=True)
     from pecgateway.sandbox.journal import open_journal
 
     with open_journal(layout.log_file) as log:
         return _run(layout, args, log, schemas, schema_dir)
+
+
+def _refuse_second_sandbox(layout: Layout) -> None:
+    """Two sandboxes in one DIR would share Dovecot's files and fight over the ports."""
+    try:
+        port, _ = layout.read_control()
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    raise ConfigError(
+        f"a sandbox already runs in {layout.root} (the control port {port} of its sandbox.json "
+        "answers): stop it first, or use another --dir; if none runs, delete sandbox.json",
+        key="--dir",
+    )
 
 
 def _schemas(args: argparse.Namespace) -> tuple[Any, Path]:
@@ -192,15 +210,16 @@ def _run(layout: Layout, args: argparse.Namespace, log: Any, schemas: Any, schem
     ca = SandboxCA.load_or_create(layout.ca_dir)
     directory, temporary = _dovecot_dir(layout, log)
     dovecot = Dovecot(directory, {layout.user: layout.password()}, ca=ca)
+    previous = layout.previous_ports()
     try:
-        dovecot.start()
+        _start_dovecot(dovecot, previous, log)
         log.info(
             "dovecot_started",
             imaps_port=dovecot.port,
             starttls_port=dovecot.starttls_port,
             dir=str(directory),
         )
-        asyncio.run(_serve(layout, args, log, ca, dovecot, schemas, schema_dir))
+        asyncio.run(_serve(layout, args, log, ca, dovecot, schemas, schema_dir, previous))
     finally:
         dovecot.stop()
         if temporary:
@@ -208,6 +227,55 @@ def _run(layout: Layout, args: argparse.Namespace, log: Any, schemas: Any, schem
         layout.remove_info()
         log.info("sandbox_stopped", dovecot="stopped", info_file="removed")
     return EXIT_OK
+
+
+def _start_dovecot(dovecot: Any, previous: Ports, log: Any) -> None:
+    """On the previous run's IMAP ports where free; if Dovecot cannot listen there, on new ones."""
+    from pecgateway.sandbox.dovecot import port_free
+
+    dovecot.port = previous.imap if port_free(previous.imap) else 0
+    dovecot.starttls_port = previous.imap_starttls if port_free(previous.imap_starttls) else 0
+    if not (dovecot.port or dovecot.starttls_port):
+        dovecot.start()
+        return
+    try:
+        dovecot.start()
+    except ConfigError as exc:
+        log.warning(
+            "dovecot_retry_on_new_ports",
+            reason=f"Dovecot did not start on the previous run's ports: {exc}",
+        )
+        dovecot.port = dovecot.starttls_port = 0
+        dovecot.start()
+
+
+def _publish(
+    layout: Layout, endpoints: Endpoints, previous: Ports, log: Any, ca: Any, schema_dir: Path
+) -> None:
+    """``pecgateway.toml`` (only when missing or no longer right), ``ports.json``, ``sandbox.json``."""
+    changed = previous.changes(Ports.of(endpoints))
+    if changed:
+        log.warning(
+            "sandbox_ports_changed",
+            changes=changed,
+            reason="the previous run's ports are taken by another program",
+        )
+    differences = layout.config_differences(endpoints, ca_file=ca.ca_file, schema_dir=schema_dir)
+    if differences == {}:
+        layout.make_folders()
+        log.info("sandbox_config_kept", config=str(layout.config_file))
+    else:
+        backup = layout.write_config(endpoints, ca_file=ca.ca_file, schema_dir=schema_dir)
+        if backup is not None:
+            log.warning(
+                "sandbox_config_rewritten",
+                config=str(layout.config_file),
+                changes=differences or "it was not a readable sandbox configuration",
+                previous_copy=str(backup),
+                what_to_do="restart a gateway that runs with it",
+            )
+    layout.write_ports(endpoints)
+    layout.write_info(endpoints, ca_file=ca.ca_file)
 
 
 async def _serve(
@@ -218,6 +286,7 @@ async def _serve(
     dovecot: Any,
     schemas: Any,
     schema_dir: Path,
+    previous: Ports,
 ) -> None:
     from pecgateway.sandbox.running import RunningSandbox
 
@@ -236,9 +305,8 @@ async def _serve(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        endpoints = await running.start()
-        layout.write_config(endpoints, ca_file=ca.ca_file, schema_dir=schema_dir)
-        layout.write_info(endpoints, ca_file=ca.ca_file)
+        endpoints = await running.start(previous.smtp, previous.smtp_starttls)
+        _publish(layout, endpoints, previous, log, ca, schema_dir)
         log.info(
             "sandbox_ready",
             config=str(layout.config_file),

@@ -72,8 +72,9 @@ class RunningSandbox:
     async def _deposit(self, raw: bytes) -> None:
         await asyncio.to_thread(self._dovecot.imap_append, self._layout.user, raw)
 
-    async def start(self) -> Endpoints:
-        await self._smtp.start()
+    async def start(self, smtp_port: int = 0, smtp_starttls_port: int = 0) -> Endpoints:
+        """Starts listening (SMTP on the given ports where free, else any) and says where."""
+        await self._smtp.start(smtp_port, smtp_starttls_port)
         await self._control.start()
         return Endpoints(
             imap_port=self._dovecot.port,

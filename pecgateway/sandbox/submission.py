@@ -134,19 +134,27 @@ class SubmissionServer:
         return smtp
 
     async def start(self, port: int = 0, starttls_port: int = 0) -> None:
+        """Listens on ``port`` and ``starttls_port``; one that is taken (or 0) becomes any free
+        port: compare ``port``/``starttls_port`` afterwards."""
         # aiosmtpd logs a deprecation of its own internals at WARNING on every AUTH
         logging.getLogger("mail.log").setLevel(logging.ERROR)
-        loop = asyncio.get_running_loop()
-        implicit = await loop.create_server(
-            lambda: self._smtp(implicit_tls=True), _HOST, port, ssl=self._tls
-        )
+        implicit = await self._listen(lambda: self._smtp(implicit_tls=True), port, self._tls)
         self._servers.append(implicit)
-        upgraded = await loop.create_server(
-            lambda: self._smtp(implicit_tls=False), _HOST, starttls_port
-        )
+        upgraded = await self._listen(lambda: self._smtp(implicit_tls=False), starttls_port, None)
         self._servers.append(upgraded)
         self.port = implicit.sockets[0].getsockname()[1]
         self.starttls_port = upgraded.sockets[0].getsockname()[1]
+
+    async def _listen(
+        self, factory: Callable[[], SMTP], port: int, tls: ssl.SSLContext | None
+    ) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        if port:
+            try:
+                return await loop.create_server(factory, _HOST, port, ssl=tls)
+            except OSError:
+                pass  # taken by another program since: any free one
+        return await loop.create_server(factory, _HOST, 0, ssl=tls)
 
     async def stop(self) -> None:
         """Stops listening and closes every open client connection."""
