@@ -107,7 +107,12 @@ def reject(
                 reason=display_name(f"{exc.strerror or exc}"),
                 hint="the file is moved to rejected/ all the same; the log says why",
             )
-    claimed_path.rename(target)
+    try:
+        claimed_path.rename(target)
+    except OSError:  # no reasons without their file: the next try writes them again
+        for suffix in reasons:
+            target.with_name(target.name + suffix).unlink(missing_ok=True)
+        raise
     fsync_folder(folder)
     return target
 
