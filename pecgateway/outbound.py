@@ -8,7 +8,9 @@ A unit begins by moving its file out of ``.processing/new/`` (``outbox.begin``):
 outbox is always checked, so the same bytes dropped again after a send are refused as a duplicate;
 only a file found in ``.processing/`` itself resumes its record. A file that changes while it is
 read, or that looks cut short and changes within ``stable_for_s``, goes back to the outbox before
-anything is recorded. The inbox copy's ``.json`` is a snapshot of the send, never its later state.
+anything is recorded. A file ``outbox.read`` refuses (a link, a FIFO, over 5 MB, a name that is not
+UTF-8) goes to rejected/ unrecorded; one the service may not read waits in the outbox. The inbox
+copy's ``.json`` is a snapshot of the send, never its later state.
 """
 
 from __future__ import annotations
