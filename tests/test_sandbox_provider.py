@@ -8,8 +8,9 @@ import smtplib
 import ssl
 import subprocess
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -20,9 +21,11 @@ import structlog
 from pecgateway import pec
 from pecgateway.sandbox.ca import SandboxCA
 from pecgateway.sandbox.dovecot import Dovecot, MailAccount
+from pecgateway.sandbox.envelope import Original, TipoRicevuta
 from pecgateway.sandbox.notification import XadesSigner
 from pecgateway.sandbox.provider import PecProvider, ProviderConfig
 from pecgateway.sandbox.simulator import SdiSimulator, SimulatorConfig
+from pecgateway.sandbox.spool import Spool, original_from_json, original_json
 from pecgateway.sandbox.submission import Submission, SubmissionServer, server_tls_context
 
 pytestmark = pytest.mark.servers
@@ -95,10 +98,18 @@ def _signer(ca: SandboxCA) -> XadesSigner:
 
 
 async def _start(
-    dovecot: Dovecot, account: MailAccount, ca: SandboxCA, config: ProviderConfig, state: Path
+    dovecot: Dovecot,
+    account: MailAccount,
+    ca: SandboxCA,
+    config: ProviderConfig,
+    state: Path,
+    *,
+    sdi: SimulatorConfig | None = None,
+    queue: Spool | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> tuple[PecProvider, SubmissionServer]:
     simulator = SdiSimulator(
-        signer=_signer(ca), schemas=None, config=SimulatorConfig(), state_path=state
+        signer=_signer(ca), schemas=None, config=sdi or SimulatorConfig(), state_path=state
     )
 
     async def deposit(raw: bytes) -> None:
@@ -111,6 +122,8 @@ async def _start(
         simulator=simulator,
         log=structlog.get_logger("test"),
         config=config,
+        queue=queue,
+        **({"clock": clock} if clock else {}),
     )
     tls = server_tls_context(ca.server.cert_path, ca.server.key_path)
     server = SubmissionServer(
@@ -472,3 +485,144 @@ async def test_client_hanging_up_right_after_data_still_gets_consegna_and_sdi_an
     ):
         assert step in names, f"{step} missing from the journal: {names}"
     assert "provider_task_failed" not in names
+
+
+# ---- the queue on disk: a restart loses nothing the provider accepted -------------------------------
+
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+def _at(when: datetime) -> Callable[[], datetime]:
+    return lambda: when
+
+
+def box_tls(ca: SandboxCA) -> ssl.SSLContext:
+    return server_tls_context(ca.server.cert_path, ca.server.key_path)
+
+
+async def _restart(
+    box: Sandbox, state: Path, queue: Spool, clock: Callable[[], datetime]
+) -> PecProvider:
+    """Stops the provider and starts a new one on the same queue and SDI memory."""
+    await box.server.stop()
+    await box.provider.stop()
+    provider, server = await _start(
+        box.dovecot, box.account, box.ca, ProviderConfig(), state, queue=queue, clock=clock
+    )
+    await server.stop()  # only the queue matters here
+    return provider
+
+
+async def test_a_delivery_not_made_before_stop_is_made_after_a_restart(
+    dovecot: Dovecot, mail_user: MailAccount, sandbox_ca: SandboxCA, tmp_path: Path
+) -> None:
+    queue, state = Spool(tmp_path / "queue"), tmp_path / "sdi.json"
+    config = ProviderConfig(consegna_delay_s=3600)
+    provider, server = await _start(
+        dovecot, mail_user, sandbox_ca, config, state, queue=queue, clock=_at(T0)
+    )
+    box = Sandbox(mail_user, provider, server, dovecot, sandbox_ca)
+    await asyncio.to_thread(box._send, _message(mail_user.user), False, None, None)
+    later = await _restart(box, state, queue, _at(T0 + timedelta(hours=2)))
+    assert _types(box.parsed()) == [pec.PecType.ACCETTAZIONE]
+    assert await later.resume() == 1
+    await later.idle()
+    await later.stop()
+    accettazione, consegna, answer = box.parsed()
+    assert consegna.type is pec.PecType.AVVENUTA_CONSEGNA
+    assert consegna.identificativo == accettazione.identificativo
+    assert answer.type is pec.PecType.POSTA_CERTIFICATA
+    assert queue.entries() == ([], [])
+
+
+async def test_an_sdi_answer_not_due_before_stop_is_delivered_after_a_restart(
+    dovecot: Dovecot, mail_user: MailAccount, sandbox_ca: SandboxCA, tmp_path: Path
+) -> None:
+    queue, state = Spool(tmp_path / "queue"), tmp_path / "sdi.json"
+    provider, server = await _start(
+        dovecot,
+        mail_user,
+        sandbox_ca,
+        ProviderConfig(),
+        state,
+        sdi=SimulatorConfig(answer_delay_s=3600),
+        queue=queue,
+        clock=_at(T0),
+    )
+    box = Sandbox(mail_user, provider, server, dovecot, sandbox_ca)
+    await asyncio.to_thread(box._send, _message(mail_user.user), False, None, None)
+    for _ in range(200):  # the delivery to SDI runs on; its answer is queued for an hour
+        if [e for e in queue.entries()[0] if e.data["kind"] == "answer"]:
+            break
+        await asyncio.sleep(0.05)
+    later = await _restart(box, state, queue, _at(T0 + timedelta(hours=2)))
+    assert _types(box.parsed()) == [pec.PecType.ACCETTAZIONE, pec.PecType.AVVENUTA_CONSEGNA]
+    assert await later.resume() == 1
+    await later.idle()
+    await later.stop()
+    answer = box.parsed()[2]
+    assert answer.type is pec.PecType.POSTA_CERTIFICATA
+    assert answer.sdi_address is not None
+    assert answer.sdi_address != SDI
+    assert queue.entries() == ([], [])
+
+
+async def test_an_unreadable_queue_entry_is_set_aside_and_the_others_are_made(
+    dovecot: Dovecot, mail_user: MailAccount, sandbox_ca: SandboxCA, tmp_path: Path
+) -> None:
+    queue = Spool(tmp_path / "queue")
+    original = Original(
+        mittente=mail_user.user,
+        destinatari=(mail_user.user,),
+        oggetto="to myself",
+        identificativo="opec-sandbox.1@pec.sandbox.test",
+        msgid="<self@pec.sandbox.test>",
+        raw=b"Subject: to myself\r\n\r\nbody\r\n",
+    )
+    data = {"kind": "delivery", "recipient": mail_user.user, "original": original_json(original)}
+    queue.add(T0, data)
+    queue.add(T0, {"kind": "delivery", "recipient": mail_user.user, "original": {"raw": "?"}})
+    queue.add(T0, {"kind": "telegram"})
+    (queue.directory / "garbage.json").write_text("{not json")
+    journal = _Journal()
+
+    async def deposit(raw: bytes) -> None:
+        await asyncio.to_thread(dovecot.imap_append, mail_user.user, raw)
+
+    provider = PecProvider(
+        user=mail_user.user,
+        ca=sandbox_ca,
+        deposit=deposit,
+        simulator=None,
+        log=journal,
+        queue=queue,
+        clock=_at(T0),
+    )
+    await provider.resume()
+    await provider.idle()
+    await provider.stop()
+    unused = SubmissionServer(
+        {}, box_tls(sandbox_ca), provider.submit, hostname="x", data_size_limit=1
+    )
+    box = Sandbox(mail_user, provider, unused, dovecot, sandbox_ca)  # to read the mailbox
+    assert _types(box.parsed()) == [pec.PecType.POSTA_CERTIFICATA, pec.PecType.AVVENUTA_CONSEGNA]
+    assert queue.entries() == ([], [])
+    aside = sorted(p.name for p in queue.directory.glob("*.unreadable"))
+    assert len(aside) == 3
+    unreadable = [f for name, f in journal.events if name == "provider_queue_entry_unreadable"]
+    assert sorted(Path(str(f["file"])).name for f in unreadable) == aside
+
+
+def test_an_original_survives_its_json_form() -> None:
+    original = Original(
+        mittente="a@pec.sandbox.test",
+        destinatari=("sdi01@pec.fatturapa.it", "b@pec.example.it"),
+        oggetto="IT01234567890_00001.xml",
+        identificativo="opec-sandbox.2@pec.sandbox.test",
+        msgid=None,
+        raw=bytes(range(256)),
+        risposte="r@pec.sandbox.test",
+        ricevuta=TipoRicevuta.SINTETICA,
+        received="Received: from x",
+    )
+    assert original_from_json(original_json(original)) == original

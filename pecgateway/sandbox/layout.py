@@ -1,9 +1,10 @@
 """The sandbox directory: what `pecgateway sandbox --dir DIR` keeps and writes there.
 
-Owns the paths (CA, Dovecot, SDI state, password, log, outbox, inbox), the sandbox account's
-persistent password, the ports of the last run (``ports.json``, kept so a restart listens where a
-gateway already looks), and the two files other programs read: ``pecgateway.toml`` (a complete
-gateway configuration, keys as in docs/architecture.md) and ``sandbox.json`` (contracts.md §3).
+Owns the paths (CA, Dovecot, SDI state, the provider's queue, password, log, outbox, inbox), the
+sandbox account's persistent password, the ports of the last run (``ports.json``, kept so a restart
+listens where a gateway already looks), and the two files other programs read: ``pecgateway.toml``
+(a complete gateway configuration, keys as in docs/architecture.md) and ``sandbox.json``
+(contracts.md §3).
 """
 
 from __future__ import annotations
@@ -99,6 +100,10 @@ class Layout:
     @property
     def info_file(self) -> Path:
         return self.root / "sandbox.json"
+
+    @property
+    def provider_queue(self) -> Path:
+        return self.root / "provider-queue"
 
     @property
     def ports_file(self) -> Path:

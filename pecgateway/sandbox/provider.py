@@ -12,22 +12,24 @@ import asyncio
 import itertools
 import os
 import re
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email import message_from_bytes, policy
 from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import format_datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from pecgateway.errors import PecGatewayError
-from pecgateway.sandbox import envelope
+from pecgateway.sandbox import envelope, spool
 from pecgateway.sandbox.ca import SandboxCA
 from pecgateway.sandbox.envelope import Gestore, Original, TipoRicevuta
 from pecgateway.sandbox.formal import addresses, formal_problems
 from pecgateway.sandbox.simulator import Outgoing, SdiSimulator
 from pecgateway.sandbox.submission import Submission
+from pecgateway.sandbox.work import Make, WorkQueue
 
 __all__ = [
     "SANDBOX_DOMAIN",
@@ -79,6 +81,7 @@ class PecProvider:
         log: Any,
         config: ProviderConfig | None = None,
         clock: Clock = _local_now,
+        queue: spool.Spool | None = None,
     ) -> None:
         self.user = user.lower()
         self.config = config or ProviderConfig()
@@ -89,44 +92,39 @@ class PecProvider:
         self._log = log
         self._clock = clock
         self._counter = itertools.count(1)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._work = WorkQueue(log=log, clock=clock, spool=queue)
         self._sdi_lock = asyncio.Lock()
 
-    # ---- lifecycle of the timers ---------------------------------------------------------------
+    # ---- the provider's work ---------------------------------------------------------------------
 
-    def _spawn(self, work: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(work, name=what)
-        self._tasks.add(task)
-        task.add_done_callback(self._finished)
-        return task
+    async def resume(self) -> int:
+        """Schedules what an earlier run left in the queue on disk; returns how many items."""
+        return await self._work.resume(self._replay)
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            self._log.error("provider_task_failed", task=task.get_name(), error=repr(exc))
+    def _replay(self, data: dict[str, Any]) -> tuple[Make, str]:
+        if data.get("kind") == "delivery":
+            original = spool.original_from_json(data["original"])
+            parsed = message_from_bytes(original.raw, policy=policy.compat32)
+            recipient = str(data["recipient"])
+            return partial(self._deliver, original, parsed, recipient), f"deliver {recipient}"
+        if data.get("kind") == "answer":
+            sender, message = spool.answer_from_json(data)
+            answer = Outgoing(0.0, sender, message)
+            return partial(self._hand_over, answer), f"sdi answer from {sender}"
+        raise ValueError(f"unknown kind {data.get('kind')!r}")
 
     async def stop(self) -> None:
-        """Cancels every pending delivery and SDI answer and waits for them to end."""
-        tasks = list(self._tasks)
-        if tasks:
-            self._log.warning(
-                "provider_stopped_with_work_pending",
-                cancelled=sorted(task.get_name() for task in tasks),
-                reason="the sandbox stopped before these deliveries or SDI answers were due",
-            )
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Cancels the deliveries and SDI answers not due yet (with a queue on disk, they are made
+        at the next start) and waits for the work already begun."""
+        await self._work.stop()
 
     @property
     def pending(self) -> int:
-        return len(self._tasks)
+        return self._work.pending
 
     async def idle(self) -> None:
         """Waits until nothing is scheduled (tests with near-zero delays use it)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._work.idle()
 
     async def sdi_call(self, function: Callable[..., _T], **kwargs: Any) -> _T:
         """Runs a simulator method in a worker thread (XSD checks take a while), one at a time."""
@@ -173,7 +171,7 @@ class PecProvider:
             work = self._refuse(original, now, "; ".join(problems))
         else:
             work = self._accept(original, parsed, now)
-        task = self._spawn(work, f"{'accept' if not problems else 'refuse'} {original.msgid}")
+        task = self._work.step(work, f"{'accept' if not problems else 'refuse'} {original.msgid}")
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -211,14 +209,22 @@ class PecProvider:
             msgid=original.msgid,
             identificativo=original.identificativo,
         )
+        delay_s = self.config.consegna_delay_s
         for recipient in original.destinatari:
+            data = {"recipient": recipient, "original": spool.original_json(original)}
+            entry = self._work.later(
+                delay_s,
+                partial(self._deliver, original, parsed, recipient),
+                f"deliver {recipient}",
+                {"kind": "delivery", **data},
+            )
             self._log.info(
                 "provider_delivery_queued",
                 recipient=recipient,
                 identificativo=original.identificativo,
-                after_s=self.config.consegna_delay_s,
+                after_s=delay_s,
+                queue_file=str(entry) if entry else None,
             )
-            self._spawn(self._deliver(original, parsed, recipient), f"deliver {recipient}")
 
     def _original(self, submission: Submission, parsed: Message, now: datetime) -> Original:
         requested = str(parsed.get("X-TipoRicevuta", "completa")).strip().lower()
@@ -237,7 +243,6 @@ class PecProvider:
         )
 
     async def _deliver(self, original: Original, parsed: Message, recipient: str) -> None:
-        await asyncio.sleep(self.config.consegna_delay_s)
         if SDI_ADDRESS.fullmatch(recipient):
             await self._deliver_to_sdi(original, parsed, recipient)
         elif recipient == self.user:
@@ -284,13 +289,19 @@ class PecProvider:
             now=now,
         )
         for answer in answers:
+            entry = self._work.later(
+                answer.delay_s,
+                partial(self._hand_over, answer),
+                f"sdi answer from {answer.sender}",
+                {"kind": "answer", **spool.answer_json(answer.sender, answer.message)},
+            )
             self._log.info(
                 "sdi_answer_queued",
                 sender=answer.sender,
                 subject=str(answer.message.get("Subject", "")),
                 after_s=answer.delay_s,
+                queue_file=str(entry) if entry else None,
             )
-            self._spawn(self._answer(answer), f"sdi answer from {answer.sender}")
 
     async def _stuck(self, original: Original, recipient: str, after_s: float) -> None:
         self._log.warning(
@@ -328,8 +339,7 @@ class PecProvider:
 
     # ---- SDI's messages to the user ------------------------------------------------------------
 
-    async def _answer(self, answer: Outgoing) -> None:
-        await asyncio.sleep(answer.delay_s)
+    async def _hand_over(self, answer: Outgoing) -> None:
         await self.deliver(answer)
 
     async def deliver(self, outgoing: Outgoing) -> str:

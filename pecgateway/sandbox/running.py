@@ -2,7 +2,8 @@
 
 Owns their start and stop in one event loop around an already started Dovecot, and what the
 control commands do: ``deliver`` (a supplier invoice, as SDI delivers it) and ``inject`` (a raw
-message, unchanged). Every provider or SDI message reaches the user's mailbox by IMAP APPEND.
+message, unchanged). Every provider or SDI message reaches the user's mailbox by IMAP APPEND; what
+the provider has not delivered yet waits in DIR/provider-queue across a restart.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pecgateway.sandbox.layout import Endpoints, Layout
 from pecgateway.sandbox.notification import XadesSigner
 from pecgateway.sandbox.provider import PecProvider, ProviderConfig
 from pecgateway.sandbox.simulator import SdiSimulator, SimulatorConfig
+from pecgateway.sandbox.spool import Spool
 from pecgateway.sandbox.submission import SubmissionServer, server_tls_context
 
 __all__ = ["RunningSandbox"]
@@ -57,6 +59,7 @@ class RunningSandbox:
             simulator=self.simulator,
             log=log.bind(component="provider"),
             config=ProviderConfig(consegna_delay_s=consegna_delay_s),
+            queue=Spool(layout.provider_queue),
         )
         tls = server_tls_context(ca.server.cert_path, ca.server.key_path)
         self._smtp = SubmissionServer(
@@ -76,6 +79,7 @@ class RunningSandbox:
         """Starts listening (SMTP on the given ports where free, else any) and says where."""
         await self._smtp.start(smtp_port, smtp_starttls_port)
         await self._control.start()
+        await self.provider.resume()  # what an earlier run accepted and had not delivered yet
         return Endpoints(
             imap_port=self._dovecot.port,
             imap_starttls_port=self._dovecot.starttls_port,
