@@ -64,7 +64,11 @@ def _facts(raw: bytes) -> Facts:
 
 def _tree(part: Message) -> Tree:
     payload = part.get_payload()
-    children = tuple(_tree(child) for child in payload) if isinstance(payload, list) else ()
+    children = (
+        tuple(_tree(child) for child in payload if isinstance(child, Message))
+        if isinstance(payload, list)
+        else ()
+    )
     return part.get_content_type(), children
 
 
