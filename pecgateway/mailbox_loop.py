@@ -21,9 +21,10 @@ from pecgateway.supervisor import Supervisor, backoff, stopped_within
 if TYPE_CHECKING:
     from pecgateway.service import Gateway
 
-__all__ = ["OVERDUE_NOTE", "flag_overdue", "serve_mailbox"]
+__all__ = ["DELIVERY_OVERDUE_NOTE", "OVERDUE_NOTE", "flag_overdue", "serve_mailbox"]
 
 OVERDUE_NOTE = "sdi-outcome-overdue"  # audit note: flagged (and logged) once, even across restarts
+DELIVERY_OVERDUE_NOTE = "pec-delivery-overdue"  # the same for "accepted but never delivered to SDI"
 _log = get_logger()
 
 
@@ -171,8 +172,9 @@ async def _maintain(gateway: Gateway, account: Account, stop: asyncio.Event) -> 
 
 
 def flag_overdue(gateway: Gateway, account: Account) -> None:
-    """No SDI outcome 5 days after delivery to SDI: logged once (``outbound.overdue`` skips the
-    ids in ``gateway.flagged``) and kept as an audit note, which seeds ``flagged`` at start."""
+    """Invoices stuck on their way, each logged once and kept as an audit note (which seeds the
+    flags at start): no SDI outcome 5 days after delivery to SDI (``outbound.overdue`` skips the
+    ids in ``gateway.flagged``), and taken by the PEC provider but not delivered after 24 hours."""
     before = set(gateway.flagged)
     for item in outbound.overdue(gateway, account):
         if item.id not in before:
@@ -183,3 +185,15 @@ def flag_overdue(gateway: Gateway, account: Account) -> None:
                 source="service",
                 detail=f"no SDI outcome since delivery to SDI at {item.delivered_at}",
             )
+    for item, since in outbound.delivery_overdue(gateway, account):
+        if item.id in gateway.delivery_flagged:
+            continue
+        gateway.delivery_flagged.add(item.id)
+        _log.warning("pec_delivery_overdue", file=item.file_name, accepted_at=since.isoformat())
+        gateway.store.note(
+            item.id,
+            DELIVERY_OVERDUE_NOTE,
+            at=gateway.clock(),
+            source="service",
+            detail=f"taken by the PEC provider at {since.isoformat()}, not delivered to SDI",
+        )

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from pecgateway.config import Account
     from pecgateway.service import Gateway
 
-__all__ = ["ONCE_ATTEMPTS", "SMTP_DEFERRED", "overdue", "take"]
+__all__ = ["ONCE_ATTEMPTS", "SMTP_DEFERRED", "delivery_overdue", "overdue", "take"]
 
 ONCE_ATTEMPTS = 3  # `pecgateway once` gives up on a transient SMTP failure after this many tries
 SMTP_DEFERRED = "smtp-deferred"  # audit note: the last attempt failed for sure, resend at once
@@ -415,6 +415,19 @@ def overdue(gw: Gateway, account: Account) -> list[Outgoing]:
         if item.id not in gw.flagged:
             gw.flagged.add(item.id)
             _log.warning("sdi_outcome_overdue", file=item.file_name, delivered_at=item.delivered_at)
+    return late
+
+
+def delivery_overdue(gw: Gateway, account: Account) -> list[tuple[Outgoing, datetime]]:
+    """Invoices the PEC provider took (or SMTP accepted) 24 hours ago and never delivered to SDI,
+    with the time they were taken: neither CONSEGNA nor an error came (``lifecycle.accepted_at``)."""
+    now = gw.clock()
+    late = []
+    for item in gw.store.find_outgoing_in_state(account.name, *lifecycle.AWAITING_DELIVERY):
+        trail = ((e.event, datetime.fromisoformat(e.at)) for e in gw.store.events(item.id))
+        since = lifecycle.accepted_at(trail)
+        if since is not None and lifecycle.delivery_overdue(item.state, since, now):
+            late.append((item, since))
     return late
 
 

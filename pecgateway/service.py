@@ -22,7 +22,7 @@ from pecgateway.errors import TransientError
 from pecgateway.instance import AlreadyRunning, instance_lock
 from pecgateway.lifecycle import State
 from pecgateway.log import get_logger, unit
-from pecgateway.mailbox_loop import OVERDUE_NOTE, serve_mailbox
+from pecgateway.mailbox_loop import DELIVERY_OVERDUE_NOTE, OVERDUE_NOTE, serve_mailbox
 from pecgateway.outbox_loop import serve_outbox
 from pecgateway.schema import SchemaSet
 from pecgateway.store import Store
@@ -66,6 +66,7 @@ class Gateway:
     new_token: Callable[[], str] = _token
     once: bool = False
     flagged: set[int] = field(default_factory=set)  # overdue invoices already logged
+    delivery_flagged: set[int] = field(default_factory=set)  # not delivered to SDI, logged
     busy: dict[str, asyncio.Lock] = field(default_factory=dict)  # one outbound unit per account
     report: PassReport = field(default_factory=PassReport)  # what failed (collected in `once`)
     incomplete: set[str] = field(default_factory=set)  # inbound units left incomplete, logged
@@ -93,9 +94,15 @@ def open_gateway(
     except BaseException:
         store.close()
         raise
-    flagged = store.outgoing_with_event(OVERDUE_NOTE)
     return Gateway(
-        config, store, schemas, clock=clock, new_token=new_token, once=once, flagged=flagged
+        config,
+        store,
+        schemas,
+        clock=clock,
+        new_token=new_token,
+        once=once,
+        flagged=store.outgoing_with_event(OVERDUE_NOTE),
+        delivery_flagged=store.outgoing_with_event(DELIVERY_OVERDUE_NOTE),
     )
 
 

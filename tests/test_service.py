@@ -848,3 +848,29 @@ async def test_an_overdue_invoice_is_logged_once_across_the_passes_of_one_run(
             await service.run(config, stop, clock=clock)
     assert len(passes) >= 3
     assert _events(logs).count("sdi_outcome_overdue") == 1
+
+
+# ---- accepted by the PEC provider, never delivered to SDI ---------------------------------------
+
+
+async def test_an_invoice_accepted_but_not_delivered_after_24_hours_is_logged_once(
+    config: Config, clock: Clock, store: Store
+) -> None:
+    record = store.record_outgoing(
+        "main", file_name=NAME, sha256="ef" * 32, at=clock.now, flow="B2B"
+    )
+    store.transition(record.id, Event.SENDING, at=clock.now, source="t", message_id="<s@pec.t>")
+    for event in (Event.SENT, Event.ACCETTAZIONE):
+        store.transition(record.id, event, at=clock.now, source="t")
+    clock.now += timedelta(hours=23)
+    assert "pec_delivery_overdue" not in _events(await _once(config, clock))
+    clock.now += timedelta(hours=2)
+    first = await _once(config, clock)
+    later = await _once(config, clock)
+    assert _events(first).count("pec_delivery_overdue") == 1
+    assert "pec_delivery_overdue" not in _events(later)
+    notes = [e for e in store.events(record.id) if e.event == "pec-delivery-overdue"]
+    assert len(notes) == 1
+    doc = status.document(store, config, clock.now)
+    assert doc["outgoing"][0]["overdue"] is True
+    assert "not delivered to SDI after 24 hours" in doc["warnings"][0]
