@@ -31,7 +31,9 @@ def document(
 
 
 def _account(store: Store, account: Account, now: datetime) -> dict[str, Any]:
-    snapshot = store.snapshot(account.name, account.sdi_address)
+    snapshot = store.snapshot(
+        account.name, account.sdi_address, resend_after_s=account.resend_after_s
+    )
     late = {
         (item.file_name, item.created)
         for item in store.find_outgoing_in_state(account.name, *lifecycle.AWAITING_SDI)
@@ -143,6 +145,8 @@ def _outgoing_lines(entry: dict[str, Any], tz: tzinfo | None) -> list[str]:
     lines = [head + f" (updated {_local(entry.get('updated'), tz)})"]
     if entry.get("meaning"):
         lines.append(f"    {entry['meaning']}")
+    if entry.get("next_action"):
+        lines.append(f"    next: {entry['next_action']}")
     if entry.get("state") in _EXPLAINED_BY_LAST_EVENT:
         events: list[dict[str, Any]] = entry.get("events", [])
         if events and events[-1].get("detail"):

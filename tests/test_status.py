@@ -271,3 +271,21 @@ def test_render_text_shows_the_warnings_of_a_received_invoice() -> None:
     text = status.render_text(doc)
     assert "IT09876543210_abc13.xml (received" in text
     assert "note: its content equals the invoice received on 2026-11-30" in text
+
+
+def test_render_text_says_what_happens_next_to_an_interrupted_send() -> None:
+    doc = {
+        "sdi_address": "sdi01@pec.fatturapa.it",
+        "outgoing": [
+            {
+                "file": "IT01234567890_00010.xml",
+                "state": "sending",
+                "updated": "2026-12-01T10:00:00+00:00",
+                "next_action": "sending was interrupted: resent at 2026-12-02T10:00:00+00:00",
+            }
+        ],
+        "incoming": [],
+        "quarantined": [],
+        "warnings": [],
+    }
+    assert "next: sending was interrupted: resent at" in status.render_text(doc)
