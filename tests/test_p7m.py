@@ -784,3 +784,27 @@ def test_cli_main_unwrap_exit_1_for_bad_input_and_missing_file(
     assert "only blanks" in capsys.readouterr().err
     assert _main(["unwrap", str(tmp_path / "absent.p7m")], monkeypatch) == 1
     assert "cannot read the file" in capsys.readouterr().err
+
+
+def test_bl08_cms_envelope_with_cades_attributes_from_openssl_cms_is_read(tmp_path: Path) -> None:
+    """BL-08: envelopes that only a CMS parser reads (openssl cms, not smime/pkcs7): signed
+    attributes with a SHA-256 digest and a CAdES-style structure, optionally key-identified."""
+    if shutil.which("openssl") is None:
+        pytest.skip(
+            "the openssl CLI is not installed; the pure-Python CMS variants are tested above"
+        )
+    for options in ((), ("-md", "sha256", "-keyid"), ("-md", "sha512", "-nosmimecap")):
+        envelope = signing.openssl_sign(XML, tmp_path, *options)
+        assert envelope is not None
+        result = p7m.unwrap(envelope)
+        assert result.payload == XML
+        _assert_signed_once(result)
+
+
+def test_bl13_signer_whose_ca_is_in_no_trust_store_is_still_extracted_and_named() -> None:
+    """BL-13: the signer's CA (a throwaway one made by the test) is trusted by nobody; reading the
+    invoice never consults a trust store, and the signer is still reported for people to judge."""
+    result = p7m.unwrap(_envelope())
+    assert result.payload == XML
+    _assert_signed_once(result)
+    assert not any("trust" in warning or "verif" in warning for warning in result.warnings)
