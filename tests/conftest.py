@@ -1,6 +1,8 @@
 """Shared fixtures: the schema directory, and the real mail servers (a private Dovecot).
 
-`dovecot` (session) and `mail_user` (function) are documented below, at their definitions.
+`dovecot` (session) and `mail_user` (function) are documented below, at their definitions. The
+service tests' `smtp`, `clock`, `config`, `store` and `outbox_dir` come from the plugin
+tests/factory/service_fixtures.py.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import pytest
 if TYPE_CHECKING:
     from pecgateway.sandbox.ca import SandboxCA
     from pecgateway.sandbox.dovecot import Dovecot, MailAccount
+
+pytest_plugins = ["tests.factory.service_fixtures"]  # smtp, clock, config, store, outbox_dir
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpus"

@@ -8,61 +8,20 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from pecgateway import sample
-from pecgateway.config import Config
-from tests.factory.gateway import account_table, write_config
-from tests.factory.smtp_server import SmtpServer, smtp_server
+from tests.factory.gateway import service_config
+from tests.factory.smtp_server import SmtpServer
 
 if TYPE_CHECKING:
-    from pecgateway.sandbox.ca import SandboxCA
     from pecgateway.sandbox.dovecot import MailAccount
 
 pytestmark = pytest.mark.servers
 NAME = sample.file_name()
-
-
-@pytest.fixture
-async def smtp(sandbox_ca: SandboxCA) -> AsyncIterator[SmtpServer]:
-    pair = sandbox_ca.server
-    async with smtp_server(pair.cert_path, pair.key_path, sandbox_ca.ca_file) as server:
-        yield server
-
-
-def _config(
-    tmp_path: Path,
-    schema_dir: Path,
-    smtp: SmtpServer,
-    mail_user: MailAccount,
-    imap_password: str | None = None,
-) -> Config:
-    table = account_table(
-        tmp_path,
-        "main",
-        address=mail_user.user,
-        smtp={
-            "host": smtp.host,
-            "port": smtp.port,
-            "username": smtp.username,
-            "password": smtp.password,
-            "ca_file": str(smtp.ca_file),
-            "timeout_s": 5.0,
-        },
-        imap={
-            "host": mail_user.host,
-            "port": mail_user.port,
-            "username": mail_user.user,
-            "password": imap_password or mail_user.password,
-            "ca_file": str(mail_user.ca_file),
-            "timeout_s": 5.0,
-        },
-    )
-    return write_config(tmp_path, schema_dir, [table])
 
 
 async def _pecgateway(
@@ -95,7 +54,7 @@ async def test_check_config_reports_every_problem_with_its_key_path(tmp_path: Pa
 async def test_check_config_logs_in_to_both_servers(
     tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount
 ) -> None:
-    config = _config(tmp_path, schema_dir, smtp, mail_user)
+    config = service_config(tmp_path, schema_dir, smtp, mail_user)
     code, out, _err = await _pecgateway("check-config", "--config", str(config.source))
     assert code == 0, out
     assert "account main: SMTP: login OK" in out
@@ -105,7 +64,7 @@ async def test_check_config_logs_in_to_both_servers(
 async def test_check_config_says_which_server_refused_and_why(
     tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount
 ) -> None:
-    config = _config(tmp_path, schema_dir, smtp, mail_user, imap_password="wrong")
+    config = service_config(tmp_path, schema_dir, smtp, mail_user, imap={"password": "wrong"})
     code, out, err = await _pecgateway("check-config", "--config", str(config.source))
     assert code == 1
     assert "account main: SMTP: login OK" in out
@@ -117,7 +76,7 @@ async def test_check_config_says_which_server_refused_and_why(
 async def test_once_sends_the_outbox_and_status_shows_it(
     tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount
 ) -> None:
-    config = _config(tmp_path, schema_dir, smtp, mail_user)
+    config = service_config(tmp_path, schema_dir, smtp, mail_user)
     outbox = config.accounts[0].outbox
     outbox.mkdir(parents=True)
     (outbox / NAME).write_bytes(sample.fpr12())
@@ -141,7 +100,7 @@ async def test_once_sends_the_outbox_and_status_shows_it(
 async def test_status_of_an_unknown_account_is_a_usage_error(
     tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount
 ) -> None:
-    config = _config(tmp_path, schema_dir, smtp, mail_user)
+    config = service_config(tmp_path, schema_dir, smtp, mail_user)
     code, _out, err = await _pecgateway(
         "status", "--config", str(config.source), "--account", "nope"
     )
@@ -168,7 +127,7 @@ async def test_missing_config_path_is_a_usage_error() -> None:
 async def test_run_notifies_systemd_and_stops_on_sigterm(
     tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount
 ) -> None:
-    config = _config(tmp_path, schema_dir, smtp, mail_user)
+    config = service_config(tmp_path, schema_dir, smtp, mail_user)
     notify_path = tmp_path / "notify.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
         listener.bind(str(notify_path))
@@ -316,7 +275,7 @@ async def test_once_exits_1_and_says_what_failed_when_the_mailbox_is_unreachable
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
-    config = _config(tmp_path, schema_dir, smtp, mail_user)
+    config = service_config(tmp_path, schema_dir, smtp, mail_user)
     text = config.source.read_text(encoding="utf-8")
     config.source.write_text(text.replace(f"port = {mail_user.port}", f"port = {closed_port}"))
     code, out, err = await _pecgateway("once", "--config", str(config.source))
@@ -332,7 +291,7 @@ async def test_a_second_instance_on_the_same_store_exits_2_at_once(
 ) -> None:
     from pecgateway import service
 
-    config = _config(tmp_path, schema_dir, smtp, mail_user)
+    config = service_config(tmp_path, schema_dir, smtp, mail_user)
     config.store_path.parent.mkdir(parents=True, exist_ok=True)
     with service.instance_lock(config.store_path):
         code, _out, err = await _pecgateway("once", "--config", str(config.source))

@@ -10,27 +10,24 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from structlog.contextvars import merge_contextvars
-from structlog.testing import capture_logs
 
-from pecgateway import lifecycle, sample, service, status
+from pecgateway import lifecycle, sample, status
 from pecgateway.config import Config
 from pecgateway.filename import NotificationType
 from pecgateway.lifecycle import State
 from pecgateway.sandbox import envelope as provider
 from pecgateway.store import Outgoing, Store
 from tests.factory import pecmail, signing
-from tests.factory.gateway import account_table, write_config
+from tests.factory.gateway import Clock, drop_invoice, event_names, once_logged, service_config
 from tests.factory.notifications import build_notification
 from tests.factory.pecmail import Part, build_sdi_envelope
-from tests.factory.smtp_server import SmtpServer, smtp_server
+from tests.factory.smtp_server import SmtpServer
 from tests.factory.tcp_proxy import TcpProxy, tcp_proxy
 
 if TYPE_CHECKING:
@@ -45,93 +42,21 @@ SDI01 = "sdi01@pec.fatturapa.it"
 SUPPLIER = "IT09876543210"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2024, 5, 6, 10, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-async def smtp(sandbox_ca: SandboxCA) -> AsyncIterator[SmtpServer]:
-    pair = sandbox_ca.server
-    async with smtp_server(pair.cert_path, pair.key_path, sandbox_ca.ca_file) as server:
-        yield server
-
-
-def _config(
-    tmp_path: Path,
-    schema_dir: Path,
-    smtp: SmtpServer,
-    mail_user: MailAccount,
-    **imap: Any,
-) -> Config:
-    table = account_table(
-        tmp_path,
-        "main",
-        address=mail_user.user,
-        smtp={
-            "host": smtp.host,
-            "port": smtp.port,
-            "username": smtp.username,
-            "password": smtp.password,
-            "ca_file": str(smtp.ca_file),
-            "timeout_s": 5.0,
-            "retry_initial_s": 0.05,
-            "retry_max_s": 0.1,
-        },
-        imap={
-            "host": mail_user.host,
-            "port": mail_user.port,
-            "username": mail_user.user,
-            "password": mail_user.password,
-            "ca_file": str(mail_user.ca_file),
-            "timeout_s": 5.0,
-            "reconnect_initial_s": 0.05,
-            **imap,
-        },
-    )
-    return write_config(tmp_path, schema_dir, [table])
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
 @pytest.fixture
 def config(tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount) -> Config:
-    return _config(tmp_path, schema_dir, smtp, mail_user)
-
-
-@pytest.fixture
-def store(config: Config) -> Iterator[Store]:
-    with Store(config.store_path) as opened:
-        yield opened
+    return service_config(tmp_path, schema_dir, smtp, mail_user, quick=True)
 
 
 _counter = iter(range(1, 100_000))
 
 
 async def _once(config: Config, clock: Clock) -> list[dict[str, Any]]:
-    with capture_logs(processors=[merge_contextvars]) as logs:
-        await service.run_once(config, clock=clock, new_token=lambda: f"fq{next(_counter)}")
+    _report, logs = await once_logged(config, clock, new_token=lambda: f"fq{next(_counter)}")
     return [dict(line) for line in logs]
-
-
-def _events(logs: list[dict[str, Any]]) -> list[str]:
-    return [str(line["event"]) for line in logs]
 
 
 def _loud(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [line for line in logs if line["log_level"] in ("warning", "error", "critical")]
-
-
-def _drop(config: Config, name: str = NAME, data: bytes | None = None) -> None:
-    outbox = config.accounts[0].outbox
-    outbox.mkdir(parents=True, exist_ok=True)
-    (outbox / name).write_bytes(sample.fpr12() if data is None else data)
 
 
 def _second_invoice() -> bytes:
@@ -188,7 +113,7 @@ def _uidvalidity(dovecot: Dovecot, user: str) -> int:
 
 async def _sent(config: Config, clock: Clock, smtp: SmtpServer, name: str = NAME) -> str:
     """Drops and sends one invoice; returns the Message-ID it went out with."""
-    _drop(config, name, None if name == NAME else _second_invoice())
+    drop_invoice(config, name, None if name == NAME else _second_invoice())
     await _once(config, clock)
     sent = [r for r in smtp.received if r.message["Subject"] == name]
     assert sent, f"{name} was not sent"
@@ -264,7 +189,7 @@ async def test_bl34_pa_mc_is_not_final_and_the_at_that_follows_attests(
     dovecot: Dovecot,
     mail_user: MailAccount,
 ) -> None:
-    _drop(config, data=sample.fpa12())
+    drop_invoice(config, data=sample.fpa12())
     await _once(config, clock)
     dovecot.append(mail_user.user, _sdi_message(NotificationType.MC, "PA"))
     await _once(config, clock)
@@ -307,7 +232,7 @@ async def test_bl35_mt_002_is_never_an_invoice_and_its_hash_flags_a_changed_file
     folder = config.accounts[0].inbox / "fatture-ricevute/2024/05"
     facts = json.loads((folder / f"{name}.json").read_bytes())
     assert facts["mt_hash_check"] == "mismatch"
-    assert "invoice_hash_mismatch" in _events(logs)
+    assert "invoice_hash_mismatch" in event_names(logs)
     assert store.orphans("main") == []  # the MT is not a notification about our invoices
 
 
@@ -334,12 +259,12 @@ async def test_bl36_after_an_ns_the_old_name_is_refused_and_a_new_name_is_sent(
     errors = [("00404", "Fattura duplicata", None)]
     dovecot.append(mail_user.user, _sdi_message(NotificationType.NS, errors=errors))
     await _once(config, clock)
-    _drop(config, data=sample.fpr12(data="2024-01-16"))
+    drop_invoice(config, data=sample.fpr12(data="2024-01-16"))
     await _once(config, clock)  # same name again, even after the NS: refused, never sent
     assert len(smtp.received) == 1
     rejected = config.accounts[0].outbox / "rejected" / f"{NAME}.reason.json"
     assert json.loads(rejected.read_bytes())["problems"][0]["code"] == "duplicate"
-    _drop(config, NAME_2, _second_invoice())  # the corrected invoice, under a NEW name
+    drop_invoice(config, NAME_2, _second_invoice())  # the corrected invoice, under a NEW name
     await _once(config, clock)
     assert [r.message["Subject"] for r in smtp.received] == [NAME, NAME_2]
     assert _record(store, NAME_2).state is State.SENT
@@ -414,7 +339,8 @@ async def test_bl39_with_move_to_a_processed_receipt_is_in_the_target_folder(
     mail_user: MailAccount,
     clock: Clock,
 ) -> None:
-    config = _config(tmp_path, schema_dir, smtp, mail_user, move_to="Archive")
+    imap = {"move_to": "Archive"}
+    config = service_config(tmp_path, schema_dir, smtp, mail_user, quick=True, imap=imap)
     message_id = await _sent(config, clock, smtp)
     receipt = pecmail.build_accettazione(riferimento=message_id)
     dovecot.append(mail_user.user, receipt)
@@ -442,7 +368,8 @@ async def test_bl40_a_drop_mid_fetch_leaves_the_message_unprocessed_for_the_next
     clock: Clock,
     proxy: TcpProxy,
 ) -> None:
-    config = _config(tmp_path, schema_dir, smtp, replace(mail_user, port=proxy.port))
+    proxied = replace(mail_user, port=proxy.port)
+    config = service_config(tmp_path, schema_dir, smtp, proxied, quick=True)
     message_id = await _sent(config, clock, smtp)
     padding = Part("allegato.pdf", b"%PDF-1.4\n" + b"x" * 1_500_000, "application/pdf")
     receipt = pecmail.build_accettazione(riferimento=message_id, extra_parts=[padding])
@@ -450,7 +377,7 @@ async def test_bl40_a_drop_mid_fetch_leaves_the_message_unprocessed_for_the_next
     proxy.drop_after(300_000)  # well after login and SEARCH, well before the end of the body
     logs = await _once(config, clock)
     assert proxy.dropped >= 1
-    assert "mailbox_dropped" in _events(logs)
+    assert "mailbox_dropped" in event_names(logs)
     uidvalidity = _uidvalidity(dovecot, mail_user.user)
     with Store(config.store_path) as opened:
         assert _record(opened).state is State.SENT
@@ -487,7 +414,7 @@ async def test_bl41_a_p7m_that_fails_to_unwrap_is_quarantined_and_never_counted_
     incoming = store.snapshot("main")["incoming"]
     assert isinstance(incoming, list)
     assert [item["file"] for item in incoming] == [name]
-    assert "invoice_already_received" not in _events(logs)
+    assert "invoice_already_received" not in event_names(logs)
     folder = config.accounts[0].inbox / "fatture-ricevute/2024/05"
     assert (folder / f"{SUPPLIER}_1KS89.xml").read_bytes() == xml
 
@@ -506,7 +433,7 @@ async def test_bl41_duplicates_are_found_by_the_sha256_of_the_unwrapped_xml(
     incoming = store.snapshot("main")["incoming"]
     assert isinstance(incoming, list)
     assert len(incoming) == 1
-    assert "invoice_already_received" in _events(logs)
+    assert "invoice_already_received" in event_names(logs)
 
 
 # ==== F. Code-derived cases ==========================================================================
@@ -558,7 +485,7 @@ async def test_f2_before_any_sdi_message_the_second_send_keeps_sdi01_and_warns(
     config: Config, clock: Clock, smtp: SmtpServer, store: Store
 ) -> None:
     await _sent(config, clock, smtp)
-    _drop(config, NAME_2, _second_invoice())
+    drop_invoice(config, NAME_2, _second_invoice())
     logs = await _once(config, clock)
     assert [r.rcpt_tos for r in smtp.received] == [[SDI01], [SDI01]]
     warned = [line for line in _loud(logs) if line["event"] == "sdi_address_not_learned"]
@@ -581,11 +508,11 @@ async def test_f2_the_second_send_uses_the_learned_sdi_address_without_a_warning
     )
     dovecot.append(mail_user.user, envelope)
     await _once(config, clock)
-    _drop(config, NAME_2, _second_invoice())
+    drop_invoice(config, NAME_2, _second_invoice())
     logs = await _once(config, clock)
     assert smtp.received[-1].rcpt_tos == ["sdi33@pec.fatturapa.it"]
     assert _record(store, NAME_2).sdi_address == "sdi33@pec.fatturapa.it"
-    assert "sdi_address_not_learned" not in _events(logs)
+    assert "sdi_address_not_learned" not in event_names(logs)
 
 
 def _gestore(sandbox_ca: SandboxCA) -> provider.Gestore:

@@ -6,20 +6,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from structlog.contextvars import merge_contextvars
-from structlog.testing import capture_logs
 
-from pecgateway import sample, service, sink
+from pecgateway import sample, sink
 from pecgateway.config import Config
 from pecgateway.filename import NotificationType
 from pecgateway.store import Store
-from tests.factory.gateway import account_table, write_config
+from tests.factory.gateway import Clock, Logs, event_names, files_under, once_logged
 from tests.factory.notifications import build_notification
 from tests.factory.pecmail import (
     Part,
@@ -30,10 +28,9 @@ from tests.factory.pecmail import (
     build_sdi_envelope,
 )
 from tests.factory.signing import der_envelope
-from tests.factory.smtp_server import SmtpServer, smtp_server
+from tests.factory.smtp_server import SmtpServer
 
 if TYPE_CHECKING:
-    from pecgateway.sandbox.ca import SandboxCA
     from pecgateway.sandbox.dovecot import Dovecot, MailAccount
 
 pytestmark = pytest.mark.servers
@@ -42,66 +39,9 @@ STEM = "IT09876543210_A0001"
 INVOICES = "fatture-ricevute/2024/05/"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2024, 5, 6, 10, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-async def smtp(sandbox_ca: SandboxCA) -> AsyncIterator[SmtpServer]:
-    pair = sandbox_ca.server
-    async with smtp_server(pair.cert_path, pair.key_path, sandbox_ca.ca_file) as server:
-        yield server
-
-
-@pytest.fixture
-def config(tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount) -> Config:
-    table = account_table(
-        tmp_path,
-        "main",
-        address=mail_user.user,
-        smtp={
-            "host": smtp.host,
-            "port": smtp.port,
-            "username": smtp.username,
-            "password": smtp.password,
-            "ca_file": str(smtp.ca_file),
-            "timeout_s": 5.0,
-        },
-        imap={
-            "host": mail_user.host,
-            "port": mail_user.port,
-            "username": mail_user.user,
-            "password": mail_user.password,
-            "ca_file": str(mail_user.ca_file),
-            "timeout_s": 5.0,
-        },
-    )
-    return write_config(tmp_path, schema_dir, [table])
-
-
-@pytest.fixture
-def store(config: Config) -> Iterator[Store]:
-    with Store(config.store_path) as opened:
-        yield opened
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-async def _once(config: Config, clock: Clock) -> list[MutableMapping[str, Any]]:
-    with capture_logs(processors=[merge_contextvars]) as logs:
-        await service.run_once(config, clock=clock)
+async def _once(config: Config, clock: Clock) -> Logs:
+    _report, logs = await once_logged(config, clock)
     return logs
-
-
-def _files(root: Path) -> list[str]:
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
 def _incoming(store: Store) -> list[dict[str, Any]]:
@@ -153,10 +93,6 @@ def _json(path: Path) -> dict[str, Any]:
     return facts
 
 
-def _events(logs: Sequence[Mapping[str, Any]], level: str | None = None) -> list[str]:
-    return [str(x["event"]) for x in logs if level is None or x["log_level"] == level]
-
-
 # ---- one clash counter for a whole set -----------------------------------------------------------
 
 
@@ -177,7 +113,7 @@ async def test_a_plain_invoice_clashing_with_an_earlier_unwrapped_xml_is_filed_a
         f"{STEM}.xml.p7m.json",
     ]
     expected_second = [f"{STEM} (2).xml", f"{STEM}_MT_001 (2).xml", f"{STEM} (2).xml.json"]
-    assert _files(inbox) == sorted(INVOICES + n for n in expected_first + expected_second)
+    assert files_under(inbox) == sorted(INVOICES + n for n in expected_first + expected_second)
     assert (folder / f"{STEM}.xml").read_bytes() == first  # the unwrapped XML is untouched
     assert (folder / f"{STEM} (2).xml").read_bytes() == second
     facts = _json(folder / f"{STEM} (2).xml.json")
@@ -238,7 +174,7 @@ async def test_files_completed_after_a_crash_keep_the_counter_of_their_set(
     for archived in (f"{STEM}.xml.json", f"{STEM}_MT_001.xml"):  # a person moves them away
         (config.accounts[0].inbox / INVOICES / archived).unlink()
     logs = await _once(config, clock)
-    assert "message_already_filed" in _events(logs)
+    assert "message_already_filed" in event_names(logs)
     names = sorted(Path(p).name for p in _incoming(store)[1]["paths"])
     assert names == sorted([f"{STEM} (2).xml", f"{STEM} (2).xml.json", f"{STEM}_MT_001 (2).xml"])
 
@@ -253,7 +189,7 @@ async def test_two_quarantined_messages_of_the_same_minute_and_subject_get_numbe
     folder = "quarantena/2024/05/"
     stems = ["2024-05-06 1000 Offerta", "2024-05-06 1000 Offerta (2)"]
     expected = [folder + s + ext for s in stems for ext in (".eml", ".eml.json", ".eml.reason.txt")]
-    assert _files(config.accounts[0].inbox) == sorted(expected)
+    assert files_under(config.accounts[0].inbox) == sorted(expected)
     assert [Path(q["path"]).name for q in _quarantined(store)] == [s + ".eml" for s in stems]
 
 
@@ -293,7 +229,7 @@ async def test_the_same_invoice_in_a_new_sdi_delivery_is_filed_with_a_warning(
     facts = _json(Path(sidecar))
     assert warning in facts["warnings"]
     assert facts["same_content_as"]["identificativo_sdi"] == "10000010"
-    assert "invoice_received_again" in _events(logs, "warning")
+    assert "invoice_received_again" in event_names(logs, "warning")
     assert all(_bytes(p) for p in again["paths"])
 
 
@@ -447,7 +383,7 @@ async def test_a_plain_mail_with_an_sdi_reply_to_never_changes_the_sdi_address(
     plain = _headed(build_plain_mail(subject="Ciao"), Reply_To="sdi99@pec.fatturapa.it")
     dovecot.append(mail_user.user, plain)
     logs = await _once(config, clock)
-    assert "sdi_address_changed" not in _events(logs)
+    assert "sdi_address_changed" not in event_names(logs)
     assert store.sdi_address_history("main") == []
     [entry] = _quarantined(store)
     assert "plain e-mail" in entry["reason"]
@@ -506,7 +442,7 @@ async def test_a_pec_from_a_sender_who_is_not_sdi_is_not_sdi_whatever_its_reply_
     dovecot.append(mail_user.user, envelope)
     logs = await _once(config, clock)
     assert _state(store) == "sent"
-    assert "sdi_address_changed" not in _events(logs)
+    assert "sdi_address_changed" not in event_names(logs)
     [entry] = _quarantined(store)
     assert (
         "attached to a PEC message from fornitore@pec.example.it, who is not SDI" in entry["reason"]

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 from structlog.contextvars import merge_contextvars
@@ -22,12 +22,8 @@ from pecgateway import outbound_checks, outbox, sample, service, validate
 from pecgateway.config import Config
 from pecgateway.lifecycle import Event, State
 from pecgateway.store import Store
-from tests.factory.gateway import account_table, write_config
-from tests.factory.smtp_server import SmtpServer, smtp_server
-
-if TYPE_CHECKING:
-    from pecgateway.sandbox.ca import SandboxCA
-    from pecgateway.sandbox.dovecot import MailAccount
+from tests.factory.gateway import Logs, file_names, once_logged, rejection_reason
+from tests.factory.smtp_server import SmtpServer
 
 pytestmark = pytest.mark.servers
 
@@ -40,64 +36,13 @@ def _clock() -> datetime:
 
 
 @pytest.fixture
-async def smtp(sandbox_ca: SandboxCA) -> AsyncIterator[SmtpServer]:
-    pair = sandbox_ca.server
-    async with smtp_server(pair.cert_path, pair.key_path, sandbox_ca.ca_file) as server:
-        yield server
-
-
-@pytest.fixture
-def config(tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount) -> Config:
-    table = account_table(
-        tmp_path,
-        "main",
-        address=mail_user.user,
-        smtp={
-            "host": smtp.host,
-            "port": smtp.port,
-            "username": smtp.username,
-            "password": smtp.password,
-            "ca_file": str(smtp.ca_file),
-            "timeout_s": 5.0,
-        },
-        imap={
-            "host": mail_user.host,
-            "port": mail_user.port,
-            "username": mail_user.user,
-            "password": mail_user.password,
-            "ca_file": str(mail_user.ca_file),
-            "timeout_s": 5.0,
-        },
-    )
-    return write_config(tmp_path, schema_dir, [table])
-
-
-@pytest.fixture
-def store(config: Config) -> Iterator[Store]:
-    with Store(config.store_path) as opened:
-        yield opened
-
-
-@pytest.fixture
-def outbox_dir(config: Config) -> Path:
-    folder = config.accounts[0].outbox
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-@pytest.fixture
 def inbox_sent(config: Config) -> Path:
     return config.accounts[0].inbox / "inviate" / "2024" / "05"
 
 
-async def _once(config: Config) -> list[MutableMapping[str, Any]]:
-    with capture_logs(processors=[merge_contextvars]) as logs:
-        await service.run_once(config, clock=_clock)
+async def _once(config: Config) -> Logs:
+    _report, logs = await once_logged(config, _clock)
     return logs
-
-
-def _names(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 
 def _outcomes(logs: Sequence[MutableMapping[str, Any]]) -> list[str]:
@@ -105,9 +50,7 @@ def _outcomes(logs: Sequence[MutableMapping[str, Any]]) -> list[str]:
 
 
 def _reason(outbox_dir: Path, name: str = NAME) -> dict[str, Any]:
-    document = json.loads((outbox_dir / "rejected" / f"{name}.reason.json").read_bytes())
-    assert isinstance(document, dict)
-    return document
+    return rejection_reason(outbox_dir, name)
 
 
 # ---- folders and desktop junk ------------------------------------------------------------------
@@ -130,7 +73,7 @@ async def test_a_folder_made_in_the_outbox_while_running_is_never_claimed_nor_re
         async with asyncio.timeout(10):
             await running
     assert (outbox_dir / "archivio" / "old.xml").read_bytes() == b"<old/>"
-    assert _names(outbox_dir / "rejected") == []
+    assert file_names(outbox_dir / "rejected") == []
     assert [line for line in logs if line["event"] == "unit_failed"] == []
     assert _outcomes(logs) == ["sent"]
 
@@ -145,7 +88,7 @@ async def test_a_folder_and_desktop_junk_are_left_alone_by_once(
     logs = await _once(config)
     assert len(smtp.received) == 1
     assert _outcomes(logs) == ["sent"]
-    assert _names(outbox_dir) == [
+    assert file_names(outbox_dir) == [
         ".DS_Store",
         ".processing",
         "Thumbs.db",
@@ -178,7 +121,7 @@ async def test_a_unit_failing_unexpectedly_sets_its_file_aside_at_once(
     assert smtp.received == []
     assert _outcomes(logs) == ["set-aside"]
     assert _reason(outbox_dir)["problems"][0]["code"] == "internal-error"
-    assert _names(outbox_dir / ".processing") == ["new"]
+    assert file_names(outbox_dir / ".processing") == ["new"]
 
 
 # ---- the same file dropped again ---------------------------------------------------------------
@@ -194,8 +137,8 @@ async def test_the_same_bytes_dropped_again_under_the_same_name_are_refused_not_
     logs = await _once(config)
     assert len(smtp.received) == 1
     assert _outcomes(logs) == ["rejected"]
-    assert _names(outbox_dir / "sent") == [NAME]
-    assert _names(inbox_sent) == [NAME, f"{NAME}.json"]
+    assert file_names(outbox_dir / "sent") == [NAME]
+    assert file_names(inbox_sent) == [NAME, f"{NAME}.json"]
     (problem,) = _reason(outbox_dir)["problems"]
     assert problem["code"] == "duplicate"
     assert f"already sent on {SENT_ON}" in problem["message"]
@@ -238,8 +181,8 @@ async def test_a_unit_left_in_processing_by_a_crash_after_the_send_is_finished_n
     assert smtp.received == []
     assert _outcomes(logs) == ["sent"]
     assert (outbox_dir / "sent" / NAME).read_bytes() == data
-    assert _names(inbox_sent) == [NAME, f"{NAME}.json"]
-    assert _names(outbox_dir / "rejected") == []
+    assert file_names(inbox_sent) == [NAME, f"{NAME}.json"]
+    assert file_names(outbox_dir / "rejected") == []
 
 
 async def test_a_redrop_claimed_but_not_begun_before_a_crash_is_still_refused(
@@ -253,7 +196,7 @@ async def test_a_redrop_claimed_but_not_begun_before_a_crash_is_still_refused(
     assert len(smtp.received) == 1
     assert _outcomes(logs) == ["rejected"]
     assert _reason(outbox_dir)["problems"][0]["code"] == "duplicate"
-    assert _names(outbox_dir / "sent") == [NAME]
+    assert file_names(outbox_dir / "sent") == [NAME]
 
 
 async def test_a_file_claimed_but_not_begun_before_a_crash_is_sent_as_new(
@@ -301,7 +244,7 @@ async def test_a_file_that_grows_while_it_is_read_is_put_back_and_sent_once_comp
     [got] = smtp.received
     [attachment] = list(got.message.iter_attachments())
     assert attachment.get_content() == data
-    assert _names(outbox_dir / "rejected") == []
+    assert file_names(outbox_dir / "rejected") == []
 
 
 async def test_a_cut_short_file_written_on_during_the_checks_is_put_back_not_rejected(
@@ -314,7 +257,7 @@ async def test_a_cut_short_file_written_on_during_the_checks_is_put_back_not_rej
     logs = await _once(config)
     assert _outcomes(logs) == ["still-changing", "sent"]
     assert len(smtp.received) == 1
-    assert _names(outbox_dir / "rejected") == []
+    assert file_names(outbox_dir / "rejected") == []
     assert (outbox_dir / "sent" / NAME).read_bytes() == data
 
 
@@ -362,9 +305,9 @@ async def test_a_rejected_name_fixed_and_sent_keeps_the_rejection_only_as_histor
     await _once(config)
     assert len(smtp.received) == 1
     history = "IT01234567890_00001 (rejected 20240506T100000Z).xml"
-    assert _names(outbox_dir / "rejected") == [
+    assert file_names(outbox_dir / "rejected") == [
         history,
         f"{history}.reason.json",
         f"{history}.reason.txt",
     ]
-    assert _names(outbox_dir / "sent") == [NAME]
+    assert file_names(outbox_dir / "sent") == [NAME]

@@ -20,10 +20,8 @@ from pecgateway import outbox_folders, sample, service, validate
 from pecgateway.config import Config
 from pecgateway.lifecycle import State
 from pecgateway.store import Store
+from tests.factory.gateway import Clock, Logs, file_names, lines_of, once_logged, rejection_reason
 from tests.factory.smtp_server import SmtpServer
-from tests.test_outbound import _clock, config, outbox_dir, smtp, store
-
-__all__ = ["config", "outbox_dir", "smtp", "store"]  # fixtures shared with test_outbound
 
 pytestmark = pytest.mark.servers
 
@@ -36,25 +34,9 @@ NOT_UTF8 = (
 )
 
 
-async def _once(config: Config) -> tuple[service.PassReport, list[MutableMapping[str, Any]]]:
-    with capture_logs(processors=[merge_contextvars]) as logs:
-        async with asyncio.timeout(30):  # a FIFO opened for reading would block here forever
-            report = await service.run_once(config, clock=_clock)
-    return report, logs
-
-
-def _names(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
-
-
-def _events(logs: Sequence[MutableMapping[str, Any]], event: str) -> list[MutableMapping[str, Any]]:
-    return [line for line in logs if line["event"] == event]
-
-
-def _reason(outbox_dir: Path, name: str) -> dict[str, Any]:
-    document = json.loads((outbox_dir / "rejected" / f"{name}.reason.json").read_bytes())
-    assert isinstance(document, dict)
-    return document
+async def _once(config: Config) -> tuple[service.PassReport, Logs]:
+    # within a timeout: a FIFO opened for reading would block here forever
+    return await once_logged(config, Clock(), timeout_s=30)
 
 
 def _bad_file(folder: Path) -> None:
@@ -90,8 +72,12 @@ async def test_name_not_utf8_is_rejected_under_a_safe_name_and_never_stored(
     report, logs = await _once(config)
     assert report.ok, report.summary()
     assert len(smtp.received) == 1
-    assert _names(outbox_dir / "rejected") == [SAFE, f"{SAFE}.reason.json", f"{SAFE}.reason.txt"]
-    document = _reason(outbox_dir, SAFE)
+    assert file_names(outbox_dir / "rejected") == [
+        SAFE,
+        f"{SAFE}.reason.json",
+        f"{SAFE}.reason.txt",
+    ]
+    document = rejection_reason(outbox_dir, SAFE)
     assert document["file"] == "IT01234567890_\\xff0091.xml"
     assert document["problems"][0]["message"] == NOT_UTF8
     assert _stored(store) == [(NAME, State.SENT.value)]
@@ -106,9 +92,9 @@ async def test_name_not_utf8_left_in_processing_is_rejected_at_the_next_start(
     report, logs = await _once(config)
     assert report.ok, report.summary()
     assert smtp.received == []
-    assert _reason(outbox_dir, SAFE)["problems"][0]["message"] == NOT_UTF8
+    assert rejection_reason(outbox_dir, SAFE)["problems"][0]["message"] == NOT_UTF8
     assert _stored(store) == []
-    assert _names(outbox_dir / ".processing") == []
+    assert file_names(outbox_dir / ".processing") == []
     assert _all_printable(logs)
 
 
@@ -128,9 +114,9 @@ async def test_name_not_utf8_made_while_running_leaves_the_service_running(
         stop.set()
         async with asyncio.timeout(10):
             await running
-    assert _names(outbox_dir / "sent") == [NAME]
-    assert _reason(outbox_dir, SAFE)["problems"][0]["message"] == NOT_UTF8
-    assert _events(logs, "account_loop_failed") == []
+    assert file_names(outbox_dir / "sent") == [NAME]
+    assert rejection_reason(outbox_dir, SAFE)["problems"][0]["message"] == NOT_UTF8
+    assert lines_of(logs, "account_loop_failed") == []
     assert _all_printable(logs)
 
 
@@ -146,7 +132,7 @@ async def test_fifo_in_the_outbox_neither_blocks_nor_stops_the_other_files(
     assert report.ok, report.summary()
     assert len(smtp.received) == 1
     assert (outbox_dir / "IT01234567890_00011.xml").is_fifo()
-    assert len(_events(logs, "outbox_entry_ignored")) == 1
+    assert len(lines_of(logs, "outbox_entry_ignored")) == 1
 
 
 async def test_symlink_to_a_valid_invoice_is_not_sent(
@@ -159,7 +145,7 @@ async def test_symlink_to_a_valid_invoice_is_not_sent(
     assert report.ok, report.summary()
     assert smtp.received == []
     assert elsewhere.read_bytes() == sample.fpr12()
-    (problem,) = _reason(outbox_dir, NAME)["problems"]
+    (problem,) = rejection_reason(outbox_dir, NAME)["problems"]
     assert problem["message"] == "symbolic links are not taken: copy the file into the outbox"
     assert _stored(store) == []
 
@@ -173,7 +159,7 @@ async def test_symlink_to_dev_zero_swapped_in_after_a_claim_is_rejected_unread(
     report, _ = await _once(config)
     assert report.ok, report.summary()
     assert (outbox_dir / "rejected" / NAME).is_symlink()
-    assert _reason(outbox_dir, NAME)["problems"][0]["code"] == "symlink"
+    assert rejection_reason(outbox_dir, NAME)["problems"][0]["code"] == "symlink"
 
 
 async def test_a_file_over_5_mb_is_rejected_without_being_read_whole(
@@ -183,7 +169,7 @@ async def test_a_file_over_5_mb_is_rejected_without_being_read_whole(
         handle.truncate(8 * 1024**3)  # sparse
     report, _ = await _once(config)
     assert report.ok, report.summary()
-    (problem,) = _reason(outbox_dir, NAME)["problems"]
+    (problem,) = rejection_reason(outbox_dir, NAME)["problems"]
     assert problem["code"] == "size"
     assert f"at most {validate.MAX_FILE_BYTES} bytes" in problem["message"]
     assert _stored(store) == []
@@ -205,12 +191,12 @@ async def test_a_file_the_service_may_not_read_waits_in_the_outbox_saying_what_t
 
     monkeypatch.setattr(os, "open", denied)
     report, logs = await _once(config)
-    assert _names(outbox_dir) == [".processing", NAME]
+    assert file_names(outbox_dir) == [".processing", NAME]
     assert report.summary() == (
         f"account main: outbox: {NAME}: permission denied: make the file readable by the service "
         "user (pecgateway)"
     )
-    (unreadable,) = _events(logs, "outbox_file_unreadable")
+    (unreadable,) = lines_of(logs, "outbox_file_unreadable")
     assert "internal-error" not in json.dumps(unreadable)
     monkeypatch.undo()
     report, _ = await _once(config)
@@ -226,12 +212,12 @@ async def test_a_254_byte_name_is_rejected_once_under_a_shorter_name(
     for _ in range(2):
         report, logs = await _once(config)
         assert report.ok, report.summary()
-        assert _events(logs, "unit_failed") == []
-    (rejected,) = [n for n in _names(outbox_dir / "rejected") if n.endswith(".xml")]
+        assert lines_of(logs, "unit_failed") == []
+    (rejected,) = [n for n in file_names(outbox_dir / "rejected") if n.endswith(".xml")]
     assert rejected == outbox_folders.rejected_name(name)
-    assert _reason(outbox_dir, rejected)["file"] == name
+    assert rejection_reason(outbox_dir, rejected)["file"] == name
     assert _stored(store) == [(name, State.REJECTED.value)]
-    assert _names(outbox_dir / ".processing") == ["new"]
+    assert file_names(outbox_dir / ".processing") == ["new"]
 
 
 async def test_a_rejection_whose_move_failed_is_finished_later_without_a_second_record(
@@ -252,13 +238,13 @@ async def test_a_rejection_whose_move_failed_is_finished_later_without_a_second_
     monkeypatch.setattr(Path, "rename", failing)
     report, logs = await _once(config)
     assert not report.ok
-    assert [line["outcome"] for line in _events(logs, "unit_done")] == ["left-claimed"]
-    assert _names(outbox_dir / ".processing") == [NAME, "new"]
+    assert [line["outcome"] for line in lines_of(logs, "unit_done")] == ["left-claimed"]
+    assert file_names(outbox_dir / ".processing") == [NAME, "new"]
     monkeypatch.undo()
     report, _ = await _once(config)
     assert report.ok, report.summary()
     assert (outbox_dir / "rejected" / NAME).read_bytes() == b"<not an invoice/>"
-    assert _reason(outbox_dir, NAME)["problems"][0]["code"] == "not-well-formed"
+    assert rejection_reason(outbox_dir, NAME)["problems"][0]["code"] == "not-well-formed"
     assert _stored(store) == [(NAME, State.REJECTED.value)]
 
 

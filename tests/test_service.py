@@ -7,13 +7,12 @@ import hashlib
 import json
 import shutil
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Mapping, MutableMapping, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
 from pecgateway import classify, inbound, mailbox_loop, sample, schema, service, sink, status
@@ -22,14 +21,23 @@ from pecgateway.filename import NotificationType
 from pecgateway.lifecycle import Event, State
 from pecgateway.store import Store
 from tests.conftest import CORPUS
-from tests.factory.gateway import account_table, write_config
+from tests.factory.gateway import (
+    Clock,
+    Logs,
+    drop_invoice,
+    event_names,
+    files_under,
+    once_logged,
+    service_account,
+    service_config,
+    write_config,
+)
 from tests.factory.notifications import build_notification
 from tests.factory.pecmail import Part, build_accettazione, build_plain_mail, build_sdi_envelope
 from tests.factory.signing import der_envelope
-from tests.factory.smtp_server import SmtpServer, smtp_server
+from tests.factory.smtp_server import SmtpServer
 
 if TYPE_CHECKING:
-    from pecgateway.sandbox.ca import SandboxCA
     from pecgateway.sandbox.dovecot import Dovecot, MailAccount
 
 pytestmark = pytest.mark.servers
@@ -37,72 +45,13 @@ pytestmark = pytest.mark.servers
 NAME = sample.file_name()  # IT01234567890_00001.xml
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2024, 5, 6, 10, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-async def smtp(sandbox_ca: SandboxCA) -> AsyncIterator[SmtpServer]:
-    pair = sandbox_ca.server
-    async with smtp_server(pair.cert_path, pair.key_path, sandbox_ca.ca_file) as server:
-        yield server
-
-
-def _account(
-    tmp_path: Path, name: str, smtp: SmtpServer, mail_user: MailAccount, **extra: Any
-) -> str:
-    imap_extra = extra.pop("imap", {})
-    return account_table(
-        tmp_path,
-        name,
-        address=mail_user.user,
-        smtp={
-            "host": smtp.host,
-            "port": smtp.port,
-            "username": smtp.username,
-            "password": smtp.password,
-            "ca_file": str(smtp.ca_file),
-            "timeout_s": 5.0,
-            "retry_initial_s": 0.05,
-            "retry_max_s": 0.1,
-        },
-        imap={
-            "host": mail_user.host,
-            "port": mail_user.port,
-            "username": mail_user.user,
-            "password": mail_user.password,
-            "ca_file": str(mail_user.ca_file),
-            "timeout_s": 5.0,
-            "reconnect_initial_s": 0.05,
-            **imap_extra,
-        },
-        **extra,
-    )
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
 @pytest.fixture
 def config(tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount) -> Config:
-    return write_config(tmp_path, schema_dir, [_account(tmp_path, "main", smtp, mail_user)])
+    return service_config(tmp_path, schema_dir, smtp, mail_user, quick=True)
 
 
-@pytest.fixture
-def store(config: Config) -> Iterator[Store]:
-    with Store(config.store_path) as opened:
-        yield opened
-
-
-async def _once(config: Config, clock: Clock) -> list[MutableMapping[str, Any]]:
-    with capture_logs(processors=[merge_contextvars]) as logs:
-        await service.run_once(config, clock=clock, new_token=_tokens())
+async def _once(config: Config, clock: Clock) -> Logs:
+    _report, logs = await once_logged(config, clock, new_token=_tokens())
     return logs
 
 
@@ -113,14 +62,6 @@ def _tokens() -> Any:
     return lambda: f"tok{next(_counter)}"
 
 
-def _drop(config: Config, name: str = NAME, data: bytes | None = None) -> bytes:
-    outbox = config.accounts[0].outbox
-    outbox.mkdir(parents=True, exist_ok=True)
-    content = sample.fpr12() if data is None else data
-    (outbox / name).write_bytes(content)
-    return content
-
-
 def _read(path: str) -> bytes:
     return Path(path).read_bytes()
 
@@ -129,14 +70,6 @@ def _paths(entry: Mapping[str, object]) -> list[str]:
     paths = entry["paths"]
     assert isinstance(paths, list)
     return [str(path) for path in paths]
-
-
-def _events(logs: Sequence[Mapping[str, Any]]) -> list[str]:
-    return [str(line["event"]) for line in logs]
-
-
-def _files(root: Path) -> list[str]:
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
 def _rc(name: str = NAME, kind: NotificationType = NotificationType.RC, **values: Any) -> bytes:
@@ -152,7 +85,7 @@ def _rc(name: str = NAME, kind: NotificationType = NotificationType.RC, **values
 async def test_a_valid_invoice_is_sent_to_sdi01_and_filed(
     config: Config, clock: Clock, smtp: SmtpServer, store: Store
 ) -> None:
-    data = _drop(config)
+    data = drop_invoice(config)
     logs = await _once(config, clock)
     [got] = smtp.received
     assert got.rcpt_tos == ["sdi01@pec.fatturapa.it"]
@@ -165,14 +98,14 @@ async def test_a_valid_invoice_is_sent_to_sdi01_and_filed(
     assert record.message_id == got.message["Message-ID"]
     account = config.accounts[0]
     assert (account.outbox / "sent" / NAME).read_bytes() == data
-    assert f"inviate/2024/05/{NAME}" in _files(account.inbox)
-    assert "invoice_sent" in _events(logs)
+    assert f"inviate/2024/05/{NAME}" in files_under(account.inbox)
+    assert "invoice_sent" in event_names(logs)
 
 
 async def test_a_file_failing_our_checks_is_rejected_and_never_sent(
     config: Config, clock: Clock, smtp: SmtpServer, store: Store
 ) -> None:
-    _drop(config, data=b"<?xml version='1.0'?><Fattura/>")
+    drop_invoice(config, data=b"<?xml version='1.0'?><Fattura/>")
     logs = await _once(config, clock)
     assert smtp.received == []
     rejected = config.accounts[0].outbox / "rejected"
@@ -182,15 +115,15 @@ async def test_a_file_failing_our_checks_is_rejected_and_never_sent(
     record = store.find_outgoing_by_file("main", NAME)
     assert record is not None
     assert record.state is State.REJECTED
-    assert "invoice_rejected" in _events(logs)
+    assert "invoice_rejected" in event_names(logs)
 
 
 async def test_a_file_name_already_used_is_refused(
     config: Config, clock: Clock, smtp: SmtpServer
 ) -> None:
-    _drop(config)
+    drop_invoice(config)
     await _once(config, clock)
-    _drop(config, data=sample.fpr12(numero="2"))
+    drop_invoice(config, data=sample.fpr12(numero="2"))
     await _once(config, clock)
     assert len(smtp.received) == 1
     reasons = json.loads(
@@ -204,7 +137,7 @@ async def test_smtp_5xx_fails_the_invoice_with_the_servers_words(
     config: Config, clock: Clock, smtp: SmtpServer, store: Store
 ) -> None:
     smtp.data_reply = "554 5.6.0 message too big for this mailbox"
-    _drop(config)
+    drop_invoice(config)
     await _once(config, clock)
     record = store.find_outgoing_by_file("main", NAME)
     assert record is not None
@@ -217,9 +150,9 @@ async def test_smtp_4xx_is_retried_and_the_next_pass_sends(
     config: Config, clock: Clock, smtp: SmtpServer, store: Store
 ) -> None:
     smtp.data_reply = "451 4.3.0 try later"
-    _drop(config)
+    drop_invoice(config)
     logs = await _once(config, clock)
-    assert _events(logs).count("send_deferred") == 3
+    assert event_names(logs).count("send_deferred") == 3
     record = store.find_outgoing_by_file("main", NAME)
     assert record is not None
     assert record.state is State.SENDING
@@ -235,7 +168,7 @@ async def test_smtp_4xx_is_retried_and_the_next_pass_sends(
 
 async def _crash_while_sending(config: Config, store: Store, clock: Clock) -> str:
     """A file claimed and stored as `sending` whose SMTP outcome is unknown (a crash)."""
-    data = _drop(config)
+    data = drop_invoice(config)
     outbox = config.accounts[0].outbox
     (outbox / ".processing").mkdir()
     (outbox / NAME).rename(outbox / ".processing" / NAME)
@@ -276,7 +209,7 @@ async def test_after_a_crash_a_sending_invoice_is_resent_after_resend_after_s(
     logs = await _once(config, clock)
     [got] = smtp.received
     assert got.message["Message-ID"] == message_id
-    assert "invoice_resent" in _events(logs)
+    assert "invoice_resent" in event_names(logs)
 
 
 # ---- inbound ----------------------------------------------------------------------------------
@@ -290,7 +223,7 @@ async def test_accettazione_moves_the_invoice_to_accepted_and_is_filed(
     dovecot: Dovecot,
     mail_user: MailAccount,
 ) -> None:
-    _drop(config)
+    drop_invoice(config)
     await _once(config, clock)
     message_id = smtp.received[0].message["Message-ID"]
     receipt = build_accettazione(riferimento=message_id, oggetto=NAME)
@@ -302,7 +235,7 @@ async def test_accettazione_moves_the_invoice_to_accepted_and_is_filed(
     inbox = config.accounts[0].inbox
     eml = inbox / "ricevute-pec/2024/05/IT01234567890_00001_accettazione.eml"
     assert eml.read_bytes() == receipt
-    assert "receipt_recorded" in _events(logs)
+    assert "receipt_recorded" in event_names(logs)
     await _once(config, clock)  # nothing processed twice
     assert len([e for e in store.events(record.id) if e.event == "accettazione"]) == 1
 
@@ -315,7 +248,7 @@ async def test_rc_from_sdi_delivers_the_invoice_and_teaches_the_sdi_address(
     dovecot: Dovecot,
     mail_user: MailAccount,
 ) -> None:
-    _drop(config)
+    drop_invoice(config)
     await _once(config, clock)
     envelope = _rc()
     dovecot.append(mail_user.user, envelope)
@@ -325,10 +258,12 @@ async def test_rc_from_sdi_delivers_the_invoice_and_teaches_the_sdi_address(
     assert record.state is State.SDI_DELIVERED
     assert record.identificativo_sdi == "6782414"
     assert store.sdi_address("main") == "sdi07@pec.fatturapa.it"
-    assert "sdi_address_changed" in _events(logs)
+    assert "sdi_address_changed" in event_names(logs)
     notification = config.accounts[0].inbox / "notifiche-sdi/2024/05/IT01234567890_00001_RC_001.xml"
     assert notification.read_bytes().startswith(b"<")
-    _drop(config, "IT01234567890_00002.xml", sample.fpr12(progressivo_invio="00002", numero="2"))
+    drop_invoice(
+        config, "IT01234567890_00002.xml", sample.fpr12(progressivo_invio="00002", numero="2")
+    )
     await _once(config, clock)
     assert smtp.received[1].rcpt_tos == ["sdi07@pec.fatturapa.it"]
 
@@ -336,7 +271,7 @@ async def test_rc_from_sdi_delivers_the_invoice_and_teaches_the_sdi_address(
 async def test_ns_rejects_the_invoice_with_the_error_list(
     config: Config, clock: Clock, store: Store, dovecot: Dovecot, mail_user: MailAccount
 ) -> None:
-    _drop(config)
+    drop_invoice(config)
     await _once(config, clock)
     errors = [("00404", "Fattura duplicata", "Verificare il numero")]
     dovecot.append(mail_user.user, _rc(kind=NotificationType.NS, errors=errors))
@@ -355,7 +290,7 @@ async def test_receipts_and_notifications_for_files_we_never_sent_are_orphans(
     dovecot.append(mail_user.user, _rc(name="IT09999999999_00001.xml"))
     logs = await _once(config, clock)
     assert len(store.orphans("main")) == 2
-    assert {"orphan_receipt_recorded", "orphan_notification_recorded"} <= set(_events(logs))
+    assert {"orphan_receipt_recorded", "orphan_notification_recorded"} <= set(event_names(logs))
     assert not [line for line in logs if line["log_level"] == "error"]
 
 
@@ -367,7 +302,7 @@ async def test_plain_foreign_mail_is_quarantined_and_the_mailbox_goes_on(
     dovecot: Dovecot,
     mail_user: MailAccount,
 ) -> None:
-    _drop(config)
+    drop_invoice(config)
     await _once(config, clock)
     plain = build_plain_mail()
     dovecot.append(mail_user.user, plain)
@@ -416,7 +351,7 @@ async def test_a_suppliers_invoice_is_filed_with_its_mt_and_facts(
     assert isinstance(incoming, list)
     assert incoming[0]["identificativo_sdi"] == "7339338"
     assert len(incoming[0]["paths"]) == 3
-    assert "invoice_received" in _events(logs)
+    assert "invoice_received" in event_names(logs)
 
 
 async def test_processed_mail_is_moved_when_move_to_is_set(
@@ -427,8 +362,9 @@ async def test_processed_mail_is_moved_when_move_to_is_set(
     clock: Clock,
     dovecot: Dovecot,
 ) -> None:
-    table = _account(tmp_path, "main", smtp, mail_user, imap={"move_to": "Archive"})
-    config = write_config(tmp_path, schema_dir, [table])
+    config = service_config(
+        tmp_path, schema_dir, smtp, mail_user, quick=True, imap={"move_to": "Archive"}
+    )
     dovecot.append(mail_user.user, build_plain_mail())
     await _once(config, clock)
     assert dovecot.count(mail_user.user, "Archive") == 1
@@ -438,8 +374,8 @@ async def test_processed_mail_is_moved_when_move_to_is_set(
 async def test_one_broken_account_does_not_stall_another(
     tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount, clock: Clock
 ) -> None:
-    good = _account(tmp_path, "good", smtp, mail_user)
-    broken = _account(tmp_path, "broken", smtp, mail_user, imap={"port": 1})
+    good = service_account(tmp_path, "good", smtp, mail_user, quick=True)
+    broken = service_account(tmp_path, "broken", smtp, mail_user, quick=True, imap={"port": 1})
     config = write_config(tmp_path, schema_dir, [broken, good])
     outbox = config.account("good").outbox
     outbox.mkdir(parents=True)
@@ -457,7 +393,7 @@ async def test_run_serves_until_stop_and_finishes_the_current_unit(
     notes: list[str] = []
     running = asyncio.ensure_future(service.run(config, stop, notify=notes.append))
     await asyncio.sleep(0.3)
-    _drop(config)
+    drop_invoice(config)
     async with asyncio.timeout(10):
         await smtp.data_arrived.wait()
     stop.set()
@@ -470,7 +406,7 @@ async def test_run_serves_until_stop_and_finishes_the_current_unit(
 async def test_a_p7m_that_cannot_be_opened_is_rejected(
     config: Config, clock: Clock, smtp: SmtpServer
 ) -> None:
-    _drop(config, "IT01234567890_00001.xml.p7m", b"not a signed file at all")
+    drop_invoice(config, "IT01234567890_00001.xml.p7m", b"not a signed file at all")
     await _once(config, clock)
     assert smtp.received == []
     reasons = json.loads(
@@ -484,14 +420,14 @@ async def test_a_p7m_that_cannot_be_opened_is_rejected(
 async def test_an_event_the_lifecycle_refuses_is_kept_as_a_note_and_ignored(
     config: Config, clock: Clock, store: Store, dovecot: Dovecot, mail_user: MailAccount
 ) -> None:
-    _drop(config, data=b"<?xml version='1.0'?><Fattura/>")
+    drop_invoice(config, data=b"<?xml version='1.0'?><Fattura/>")
     await _once(config, clock)  # rejected by our checks, never sent
     dovecot.append(mail_user.user, _rc(kind=NotificationType.NS))
     logs = await _once(config, clock)
     record = store.find_outgoing_by_file("main", NAME)
     assert record is not None
     assert record.state is State.REJECTED
-    assert "event_ignored" in _events(logs)
+    assert "event_ignored" in event_names(logs)
     assert store.events(record.id)[-1].detail.startswith("ignored")
 
 
@@ -576,15 +512,15 @@ def test_a_message_seen_again_after_a_uidvalidity_change_is_neither_recorded_nor
     account = gateway.config.accounts[0]
     raw = INBOUND_KINDS[kind]()
     first = inbound.file_message(gateway, account, inbound.Source("INBOX", 1, 1), raw)
-    files, snapshot = _files(account.inbox), gateway.store.snapshot("main")
+    files, snapshot = files_under(account.inbox), gateway.store.snapshot("main")
     with capture_logs() as logs:
         again = inbound.file_message(gateway, account, inbound.Source("INBOX", 2, 7), raw)
     assert again == first
-    assert _files(account.inbox) == files
+    assert files_under(account.inbox) == files
     assert gateway.store.snapshot("main") == snapshot
     assert files
     assert not [name for name in files if " (2)" in name]
-    assert _events(logs) == ["message_already_filed"]
+    assert event_names(logs) == ["message_already_filed"]
 
 
 def test_files_missing_after_a_crash_behind_the_store_commit_are_completed_once(
@@ -613,7 +549,7 @@ def test_files_missing_after_a_crash_behind_the_store_commit_are_completed_once(
     incoming = gateway.store.incoming_status("main")
     folder = "fatture-ricevute/2024/05/"
     expected = [SUPPLIER, SUPPLIER + ".json", "IT09876543210_abc12_MT_001.xml"]
-    assert _files(account.inbox) == sorted(folder + name for name in expected)
+    assert files_under(account.inbox) == sorted(folder + name for name in expected)
     assert sorted(_paths(incoming[0])) == sorted(str(account.inbox / folder / n) for n in expected)
 
 
@@ -633,7 +569,7 @@ def test_a_file_linked_into_place_but_not_recorded_before_a_crash_is_adopted_not
     monkeypatch.setattr(gateway.store, "complete_output", real_complete)
     inbound.file_message(gateway, account, inbound.Source("INBOX", 2, 1), raw)
     name = "notifiche-sdi/2024/05/IT09999999999_00001_RC_001.xml"
-    assert _files(account.inbox) == [name]
+    assert files_under(account.inbox) == [name]
     [orphan] = gateway.store.orphans("main")
     assert orphan["paths"] == [str(account.inbox / name)]
 
@@ -655,7 +591,7 @@ def test_a_file_with_the_same_bytes_owned_by_another_message_is_not_adopted(
     monkeypatch.undo()
     inbound.file_message(gateway, account, inbound.Source("INBOX", 1, 2), resent)
     folder = "notifiche-sdi/2024/05/"
-    assert _files(account.inbox) == [
+    assert files_under(account.inbox) == [
         folder + "IT09999999999_00001_RC_001 (2).xml",
         folder + "IT09999999999_00001_RC_001.xml",
     ]
@@ -674,7 +610,7 @@ async def test_a_crash_before_the_ack_makes_the_next_pass_only_acknowledge(
     dovecot: Dovecot,
     mail_user: MailAccount,
 ) -> None:
-    _drop(config)
+    drop_invoice(config)
     await _once(config, clock)
     message_id = smtp.received[0].message["Message-ID"]
     dovecot.append(mail_user.user, build_accettazione(riferimento=message_id, oggetto=NAME))
@@ -682,11 +618,11 @@ async def test_a_crash_before_the_ack_makes_the_next_pass_only_acknowledge(
     dovecot.append(mail_user.user, _supplier_envelope())
     dovecot.append(mail_user.user, build_plain_mail())
     await _once(config, clock)
-    files, snapshot = _files(config.accounts[0].inbox), store.snapshot("main")
+    files, snapshot = files_under(config.accounts[0].inbox), store.snapshot("main")
     _forget_processed(config.store_path)  # as if the process died before each ack
     logs = await _once(config, clock)
-    assert _events(logs).count("message_already_filed") == 4
-    assert _files(config.accounts[0].inbox) == files
+    assert event_names(logs).count("message_already_filed") == 4
+    assert files_under(config.accounts[0].inbox) == files
     assert store.snapshot("main") == snapshot
     record = store.find_outgoing_by_file("main", NAME)
     assert record is not None
@@ -719,12 +655,12 @@ async def test_a_message_whose_files_cannot_be_written_is_not_acknowledged_nor_q
     dovecot.append(mail_user.user, _rc(name="IT09999999999_00001.xml"))
     monkeypatch.setattr(sink, "write", _refuse)
     logs = await _once(config, clock)
-    assert "unit_incomplete" in _events(logs)
+    assert "unit_incomplete" in event_names(logs)
     assert store.snapshot("main")["quarantined"] == []
     assert _processed(config.store_path) == 0
     monkeypatch.undo()
     logs = await _once(config, clock)
-    assert "message_already_filed" in _events(logs)
+    assert "message_already_filed" in event_names(logs)
     [orphan] = store.orphans("main")
     assert [_read(path)[:1] for path in _paths(orphan)] == [b"<"]
 
@@ -743,7 +679,7 @@ def styled_config(
     target = tmp_path / "schemas-with-stylesheets"
     shutil.copytree(schema_dir, target)
     schema.install(source, target)
-    return write_config(tmp_path, target, [_account(tmp_path, "main", smtp, mail_user)])
+    return service_config(tmp_path, target, smtp, mail_user, quick=True)
 
 
 @pytest.mark.conformance
@@ -768,7 +704,7 @@ def test_a_suppliers_invoice_is_also_filed_as_html_for_people(
     assert html.startswith("<!DOCTYPE html>")
     assert "FT-2024/0917" in html
     assert str(html_path) in paths
-    assert "invoice_not_rendered" not in _events(logs)
+    assert "invoice_not_rendered" not in event_names(logs)
 
 
 def test_an_invoice_that_cannot_be_rendered_is_filed_without_html_and_logged(
@@ -786,7 +722,7 @@ def test_an_invoice_that_cannot_be_rendered_is_filed_without_html_and_logged(
     [failure] = [line for line in logs if line["event"] == "invoice_not_rendered"]
     assert failure["received_file"] == SUPPLIER
     assert "broken.xsl" in failure["reason"]
-    assert not [name for name in _files(account.inbox) if name.endswith(".html")]
+    assert not [name for name in files_under(account.inbox) if name.endswith(".html")]
     assert len(_paths(gateway.store.incoming_status("main")[0])) == 3
 
 
@@ -806,12 +742,12 @@ async def test_no_sdi_outcome_5_days_after_delivery_is_flagged_and_logged_once(
 ) -> None:
     outgoing_id = _delivered_to_sdi(store, clock.now)
     clock.now += timedelta(days=4, hours=23)
-    assert "sdi_outcome_overdue" not in _events(await _once(config, clock))
+    assert "sdi_outcome_overdue" not in event_names(await _once(config, clock))
     clock.now += timedelta(hours=2)
     first = await _once(config, clock)
     later = await _once(config, clock)
-    assert _events(first).count("sdi_outcome_overdue") == 1
-    assert "sdi_outcome_overdue" not in _events(later)
+    assert event_names(first).count("sdi_outcome_overdue") == 1
+    assert "sdi_outcome_overdue" not in event_names(later)
     notes = [e for e in store.events(outgoing_id) if e.event == service.OVERDUE_NOTE]
     assert len(notes) == 1
     doc = status.document(store, config, clock.now)
@@ -827,10 +763,8 @@ async def test_an_overdue_invoice_is_logged_once_across_the_passes_of_one_run(
     clock: Clock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    table = _account(
-        tmp_path, "main", smtp, mail_user, imap={"idle": False, "poll_interval_s": 0.05}
-    )
-    config = write_config(tmp_path, schema_dir, [table])
+    imap = {"idle": False, "poll_interval_s": 0.05}
+    config = service_config(tmp_path, schema_dir, smtp, mail_user, quick=True, imap=imap)
     with Store(config.store_path) as opened:
         _delivered_to_sdi(opened, clock.now - timedelta(days=6))
     stop, passes = asyncio.Event(), []
@@ -847,7 +781,7 @@ async def test_an_overdue_invoice_is_logged_once_across_the_passes_of_one_run(
         async with asyncio.timeout(20):
             await service.run(config, stop, clock=clock)
     assert len(passes) >= 3
-    assert _events(logs).count("sdi_outcome_overdue") == 1
+    assert event_names(logs).count("sdi_outcome_overdue") == 1
 
 
 # ---- accepted by the PEC provider, never delivered to SDI ---------------------------------------
@@ -863,12 +797,12 @@ async def test_an_invoice_accepted_but_not_delivered_after_24_hours_is_logged_on
     for event in (Event.SENT, Event.ACCETTAZIONE):
         store.transition(record.id, event, at=clock.now, source="t")
     clock.now += timedelta(hours=23)
-    assert "pec_delivery_overdue" not in _events(await _once(config, clock))
+    assert "pec_delivery_overdue" not in event_names(await _once(config, clock))
     clock.now += timedelta(hours=2)
     first = await _once(config, clock)
     later = await _once(config, clock)
-    assert _events(first).count("pec_delivery_overdue") == 1
-    assert "pec_delivery_overdue" not in _events(later)
+    assert event_names(first).count("pec_delivery_overdue") == 1
+    assert "pec_delivery_overdue" not in event_names(later)
     notes = [e for e in store.events(record.id) if e.event == "pec-delivery-overdue"]
     assert len(notes) == 1
     doc = status.document(store, config, clock.now)

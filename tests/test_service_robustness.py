@@ -9,7 +9,7 @@ import asyncio
 import os
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -26,13 +26,12 @@ from pecgateway.instance import AlreadyRunning, instance_lock, lock_path
 from pecgateway.lifecycle import Event, State
 from pecgateway.store import SMTP_DEFERRED, Store
 from pecgateway.store_db import StoreUnusable
-from tests.factory.gateway import account_table, write_config
+from tests.factory.gateway import lines_of, service_account, service_config, write_config
 from tests.factory.notifications import build_notification
 from tests.factory.pecmail import Part, build_sdi_envelope
-from tests.factory.smtp_server import SmtpServer, smtp_server
+from tests.factory.smtp_server import SmtpServer
 
 if TYPE_CHECKING:
-    from pecgateway.sandbox.ca import SandboxCA
     from pecgateway.sandbox.dovecot import Dovecot, MailAccount
 
 pytestmark = pytest.mark.servers
@@ -42,13 +41,6 @@ NAME = sample.file_name()  # IT01234567890_00001.xml
 T0 = datetime(2024, 5, 6, 10, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-async def smtp(sandbox_ca: SandboxCA) -> AsyncIterator[SmtpServer]:
-    pair = sandbox_ca.server
-    async with smtp_server(pair.cert_path, pair.key_path, sandbox_ca.ca_file) as server:
-        yield server
-
-
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """A failing account's loop retries within a fraction of a second in these tests."""
@@ -56,36 +48,13 @@ def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(supervisor, "MAXIMUM_S", 0.2)
 
 
+POLLING = {"idle": False, "poll_interval_s": 0.1}  # no IDLE: a poll every 0.1 s
+
+
 def _account(
     tmp_path: Path, name: str, smtp: SmtpServer, mail_user: MailAccount, **imap: Any
 ) -> str:
-    return account_table(
-        tmp_path,
-        name,
-        address=mail_user.user,
-        smtp={
-            "host": smtp.host,
-            "port": smtp.port,
-            "username": smtp.username,
-            "password": smtp.password,
-            "ca_file": str(smtp.ca_file),
-            "timeout_s": 5.0,
-            "retry_initial_s": 0.05,
-            "retry_max_s": 0.1,
-        },
-        imap={
-            "host": mail_user.host,
-            "port": mail_user.port,
-            "username": mail_user.user,
-            "password": mail_user.password,
-            "ca_file": str(mail_user.ca_file),
-            "timeout_s": 5.0,
-            "reconnect_initial_s": 0.05,
-            "idle": False,
-            "poll_interval_s": 0.1,
-            **imap,
-        },
-    )
+    return service_account(tmp_path, name, smtp, mail_user, quick=True, imap={**POLLING, **imap})
 
 
 def _two_accounts(
@@ -99,10 +68,6 @@ def _two_accounts(
 def _drop(outbox: Path, numero: str = "1") -> None:
     outbox.mkdir(parents=True, exist_ok=True)
     (outbox / NAME).write_bytes(sample.fpr12(numero=numero))
-
-
-def _named(logs: Sequence[MutableMapping[str, Any]], event: str) -> list[MutableMapping[str, Any]]:
-    return [line for line in logs if line["event"] == event]
 
 
 async def _until(condition: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
@@ -139,7 +104,7 @@ class Running:
     def events(self, event: str, **fields: object) -> list[MutableMapping[str, Any]]:
         return [
             line
-            for line in _named(self.logs, event)
+            for line in lines_of(self.logs, event)
             if all(line.get(key) == value for key, value in fields.items())
         ]
 
@@ -274,7 +239,7 @@ async def test_once_reports_ok_when_every_account_completed_its_pass(
 async def test_once_reports_an_invoice_the_smtp_server_would_not_take(
     tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount
 ) -> None:
-    config = write_config(tmp_path, schema_dir, [_account(tmp_path, "main", smtp, mail_user)])
+    config = service_config(tmp_path, schema_dir, smtp, mail_user, quick=True, imap=POLLING)
     _drop(config.account("main").outbox)
     smtp.data_reply = "451 4.3.0 try later"
     report = await service.run_once(config)
@@ -301,7 +266,7 @@ async def test_an_inbound_unit_left_incomplete_is_completed_on_a_later_pass_with
     mail_user: MailAccount,
     dovecot: Dovecot,
 ) -> None:
-    config = write_config(tmp_path, schema_dir, [_account(tmp_path, "main", smtp, mail_user)])
+    config = service_config(tmp_path, schema_dir, smtp, mail_user, quick=True, imap=POLLING)
     inbox = config.account("main").inbox
     inbox.parent.mkdir(parents=True, exist_ok=True)
     inbox.write_text("x\n")  # the inbox folder replaced by a file: nothing can be written
@@ -334,7 +299,7 @@ def _is_file(path: str) -> bool:
 async def test_a_second_instance_on_the_same_store_is_refused_naming_the_pid(
     tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount
 ) -> None:
-    config = write_config(tmp_path, schema_dir, [_account(tmp_path, "main", smtp, mail_user)])
+    config = service_config(tmp_path, schema_dir, smtp, mail_user, quick=True, imap=POLLING)
     _drop(config.account("main").outbox)
     with instance_lock(config.store_path), pytest.raises(AlreadyRunning) as refused:
         await service.run_once(config)
@@ -359,7 +324,7 @@ def test_the_lock_is_released_when_its_holder_ends(tmp_path: Path) -> None:
 async def test_once_beside_a_running_instance_exits_2_at_once(
     tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount
 ) -> None:
-    config = write_config(tmp_path, schema_dir, [_account(tmp_path, "main", smtp, mail_user)])
+    config = service_config(tmp_path, schema_dir, smtp, mail_user, quick=True, imap=POLLING)
     _drop(config.account("main").outbox)
     with instance_lock(config.store_path):
         process = await asyncio.create_subprocess_exec(
@@ -423,7 +388,7 @@ def test_a_damaged_store_says_to_restore_the_backup_or_start_anew(tmp_path: Path
 async def test_run_once_on_a_damaged_store_refuses_to_start_and_sends_nothing(
     tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount
 ) -> None:
-    config = write_config(tmp_path, schema_dir, [_account(tmp_path, "main", smtp, mail_user)])
+    config = service_config(tmp_path, schema_dir, smtp, mail_user, quick=True, imap=POLLING)
     config.store_path.write_bytes(b"garbage " * 1000)
     _drop(config.account("main").outbox)
     with pytest.raises(StoreUnusable):
@@ -447,12 +412,12 @@ def _sending(store: Store, account: str, *, deferred: bool = False) -> None:
 async def test_an_interrupted_send_is_logged_at_start_with_when_it_is_resent(
     tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount
 ) -> None:
-    config = write_config(tmp_path, schema_dir, [_account(tmp_path, "main", smtp, mail_user)])
+    config = service_config(tmp_path, schema_dir, smtp, mail_user, quick=True, imap=POLLING)
     with Store(config.store_path) as store:
         _sending(store, "main")
     with capture_logs() as logs:
         await service.run_once(config, clock=lambda: T0 + timedelta(hours=1))
-    [line] = _named(logs, "send_interrupted")
+    [line] = lines_of(logs, "send_interrupted")
     assert line["file"] == NAME
     assert line["resend_at"] == "2024-05-07T10:00:00+00:00"  # resend_after_s: 24 h
     assert "unless its ACCETTAZIONE arrives" in line["hint"]
@@ -462,12 +427,12 @@ async def test_an_interrupted_send_is_logged_at_start_with_when_it_is_resent(
 async def test_a_send_that_surely_failed_is_not_called_interrupted(
     tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount
 ) -> None:
-    config = write_config(tmp_path, schema_dir, [_account(tmp_path, "main", smtp, mail_user)])
+    config = service_config(tmp_path, schema_dir, smtp, mail_user, quick=True, imap=POLLING)
     with Store(config.store_path) as store:
         _sending(store, "main", deferred=True)
     with capture_logs() as logs:
         await service.run_once(config, clock=lambda: T0)
-    assert _named(logs, "send_interrupted") == []
+    assert lines_of(logs, "send_interrupted") == []
 
 
 def _outgoing(snapshot: dict[str, object]) -> list[dict[str, Any]]:
@@ -507,14 +472,14 @@ def test_the_store_knows_outbounds_smtp_deferred_note() -> None:
 async def test_a_second_signal_logs_service_stopped_immediately(
     tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount
 ) -> None:
-    config = write_config(tmp_path, schema_dir, [_account(tmp_path, "main", smtp, mail_user)])
+    config = service_config(tmp_path, schema_dir, smtp, mail_user, quick=True, imap=POLLING)
     stop = asyncio.Event()
     with capture_logs() as logs:
         task = asyncio.ensure_future(service.run(config, stop))
-        await _until(lambda: bool(_named(logs, "mailbox_connected")), "the service was serving")
+        await _until(lambda: bool(lines_of(logs, "mailbox_connected")), "the service was serving")
         stop.set()  # the first signal
         task.cancel()  # the second: stop at once
         with pytest.raises(asyncio.CancelledError):
             await task
-    [line] = _named(logs, "service_stopped_immediately")
+    [line] = lines_of(logs, "service_stopped_immediately")
     assert ".processing/" in line["hint"]
