@@ -10,7 +10,7 @@ import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from lxml import etree
 
@@ -22,6 +22,7 @@ __all__ = [
     "SELLER",
     "Allegato",
     "Body",
+    "Fields",
     "Line",
     "Party",
     "file_name",
@@ -219,56 +220,66 @@ def _ordinaria(head: _Header, bodies: Sequence[Body]) -> bytes:
     return _serialize(root)
 
 
-def fpr12(
-    *,
-    transmitter: str = "IT01234567890",
-    progressivo_invio: str = "00001",
-    codice_destinatario: str = "ABC1234",
-    pec_destinatario: str | None = None,
-    seller: Party = SELLER,
-    buyer: Party = BUYER_B2B,
-    numero: str = "1",
-    data: str = "2024-01-15",
-    importo: str | None = None,
-    lot: Sequence[Body] | None = None,
-) -> bytes:
-    """A B2B invoice (FPR12, 7-character CodiceDestinatario); ``lot`` gives several bodies."""
+class Fields(TypedDict, total=False):
+    """What every builder takes besides ``codice_destinatario`` and ``buyer``; defaults (`_DEFAULTS`):
+    transmitter IT01234567890, progressivo_invio 00001, no pec_destinatario, seller SELLER, numero 1,
+    data 2024-01-15, no importo. ``lot`` gives several bodies (numero, data, importo then unused).
+    """
+
+    transmitter: str
+    progressivo_invio: str
+    pec_destinatario: str | None
+    seller: Party
+    numero: str
+    data: str
+    importo: str | None
+    lot: Sequence[Body] | None
+
+
+_DEFAULTS = Fields(
+    transmitter="IT01234567890",
+    progressivo_invio="00001",
+    pec_destinatario=None,
+    seller=SELLER,
+    numero="1",
+    data="2024-01-15",
+    importo=None,
+    lot=None,
+)
+
+
+def _resolve(
+    formato: str, codice_destinatario: str, buyer: Party, fields: Fields
+) -> tuple[_Header, list[Body]]:
+    """The header and bodies of one invoice; a keyword no builder takes is a TypeError."""
+    unknown = sorted(set(fields) - set(_DEFAULTS))
+    if unknown:
+        raise TypeError(f"{formato.lower()}() got unexpected keyword arguments: {unknown}")
+    given = Fields(**{**_DEFAULTS, **fields})
     head = _Header(
-        "FPR12",
-        transmitter,
-        progressivo_invio,
+        formato,
+        given["transmitter"],
+        given["progressivo_invio"],
         codice_destinatario,
-        pec_destinatario,
-        seller,
+        given["pec_destinatario"],
+        given["seller"],
         buyer,
     )
-    return _ordinaria(head, _bodies(numero, data, importo, lot))
+    return head, _bodies(given["numero"], given["data"], given["importo"], given["lot"])
+
+
+def fpr12(
+    *, codice_destinatario: str = "ABC1234", buyer: Party = BUYER_B2B, **fields: Unpack[Fields]
+) -> bytes:
+    """A B2B invoice (FPR12, 7-character CodiceDestinatario); ``lot`` gives several bodies."""
+    return _ordinaria(*_resolve("FPR12", codice_destinatario, buyer, fields))
 
 
 def fpa12(
-    *,
-    transmitter: str = "IT01234567890",
-    progressivo_invio: str = "00001",
-    codice_destinatario: str = "UFPQ1O",
-    pec_destinatario: str | None = None,
-    seller: Party = SELLER,
-    buyer: Party = BUYER_PA,
-    numero: str = "1",
-    data: str = "2024-01-15",
-    importo: str | None = None,
-    lot: Sequence[Body] | None = None,
+    *, codice_destinatario: str = "UFPQ1O", buyer: Party = BUYER_PA, **fields: Unpack[Fields]
 ) -> bytes:
     """A PA invoice (FPA12, 6-character codice ufficio); ``lot`` gives several bodies."""
-    head = _Header(
-        "FPA12",
-        transmitter,
-        progressivo_invio,
-        codice_destinatario,
-        pec_destinatario,
-        seller,
-        buyer,
-    )
-    return _ordinaria(head, _bodies(numero, data, importo, lot))
+    return _ordinaria(*_resolve("FPA12", codice_destinatario, buyer, fields))
 
 
 def _party_semplificata(parent: etree._Element, party: Party) -> None:
@@ -296,28 +307,10 @@ def _body_semplificata(root: etree._Element, spec: Body) -> None:
 
 
 def fsm10(
-    *,
-    transmitter: str = "IT01234567890",
-    progressivo_invio: str = "00001",
-    codice_destinatario: str = "0000000",
-    pec_destinatario: str | None = None,
-    seller: Party = SELLER,
-    buyer: Party = BUYER_B2B,
-    numero: str = "1",
-    data: str = "2024-01-15",
-    importo: str | None = None,
-    lot: Sequence[Body] | None = None,
+    *, codice_destinatario: str = "0000000", buyer: Party = BUYER_B2B, **fields: Unpack[Fields]
 ) -> bytes:
     """A simplified invoice (FSM10, TipoDocumento TD07); ``Importo`` is VAT included per line."""
-    head = _Header(
-        "FSM10",
-        transmitter,
-        progressivo_invio,
-        codice_destinatario,
-        pec_destinatario,
-        seller,
-        buyer,
-    )
+    head, given = _resolve("FSM10", codice_destinatario, buyer, fields)
     bodies = [
         Body(
             b.numero,
@@ -326,11 +319,11 @@ def fsm10(
             "TD07" if b.tipo_documento == "TD01" else b.tipo_documento,
             b.allegati,
         )
-        for b in _bodies(numero, data, importo, lot)
+        for b in given
     ]
     root, header = _root(NS_SEMPLIFICATA, "FatturaElettronicaSemplificata", head)
     seller_element = _sub(header, "CedentePrestatore")
-    _party_semplificata(seller_element, seller)
+    _party_semplificata(seller_element, head.seller)
     _sub(seller_element, "RegimeFiscale", "RF01")
     _buyer_semplificata(_sub(header, "CessionarioCommittente"), buyer)
     for spec in bodies:
