@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,29 +174,28 @@ def entry_signature(path: Path) -> Signature | None:
 
 def takeable(path: Path) -> bool:
     """Whether ``claim`` takes ``path``: links and bad names are refused, FIFOs ignored."""
-    st = _lstat(path)
-    if st is None or stat.S_ISDIR(st.st_mode):
-        return False
-    if stat.S_ISLNK(st.st_mode):
-        _refuse(path, SYMLINK)
-    elif not stat.S_ISREG(st.st_mode):
-        _ignore(path)
-    elif not valid_name(path.name):
-        _refuse(path, NAME_NOT_UTF8)
-    else:
-        return True
-    return False
+    return _regular_with_a_valid_name(path, _ignore)
 
 
 def resumable(path: Path) -> bool:
     """Whether a file found in ``.processing/`` is resumed; anything else is refused there."""
+    return _regular_with_a_valid_name(path, _refuse_special)
+
+
+def _refuse_special(path: Path) -> None:
+    _refuse(path, NOT_A_FILE)  # our own folder: nobody else holds it
+
+
+def _regular_with_a_valid_name(path: Path, special: Callable[[Path], None]) -> bool:
+    """True for a regular file with a valid name; a link or a bad name is refused, a FIFO, socket
+    or device goes to ``special``; a folder or what is gone is False."""
     st = _lstat(path)
     if st is None or stat.S_ISDIR(st.st_mode):
         return False
     if stat.S_ISLNK(st.st_mode):
         _refuse(path, SYMLINK)
     elif not stat.S_ISREG(st.st_mode):
-        _refuse(path, NOT_A_FILE)  # our own folder: nobody else holds it
+        special(path)
     elif not valid_name(path.name):
         _refuse(path, NAME_NOT_UTF8)
     else:
