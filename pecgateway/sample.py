@@ -152,13 +152,19 @@ def _allegati(body: etree._Element, allegati: Sequence[Allegato]) -> None:
         _sub(element, "Attachment", base64.b64encode(allegato.data).decode("ascii"))
 
 
-def _body_ordinaria(root: etree._Element, spec: Body) -> None:
+def _body(root: etree._Element, spec: Body) -> tuple[etree._Element, etree._Element]:
+    """A new FatturaElettronicaBody and its DatiGeneraliDocumento (type, currency, date, number)."""
     body = _sub(root, "FatturaElettronicaBody")
     documento = _sub(_sub(body, "DatiGenerali"), "DatiGeneraliDocumento")
     for tag, text in (("TipoDocumento", spec.tipo_documento), ("Divisa", "EUR")):
         _sub(documento, tag, text)
     _sub(documento, "Data", spec.data)
     _sub(documento, "Numero", spec.numero)
+    return body, documento
+
+
+def _body_ordinaria(root: etree._Element, spec: Body) -> None:
+    body, documento = _body(root, spec)
     totale = _sub(documento, "ImportoTotaleDocumento")
     beni = _sub(body, "DatiBeniServizi")
     _linee(beni, spec.lines)
@@ -292,12 +298,7 @@ def _party_semplificata(parent: etree._Element, party: Party) -> None:
 
 
 def _body_semplificata(root: etree._Element, spec: Body) -> None:
-    body = _sub(root, "FatturaElettronicaBody")
-    documento = _sub(_sub(body, "DatiGenerali"), "DatiGeneraliDocumento")
-    for tag, text in (("TipoDocumento", spec.tipo_documento), ("Divisa", "EUR")):
-        _sub(documento, tag, text)
-    _sub(documento, "Data", spec.data)
-    _sub(documento, "Numero", spec.numero)
+    body, _documento = _body(root, spec)
     for line in spec.lines:
         beni = _sub(body, "DatiBeniServizi")
         _sub(beni, "Descrizione", line.descrizione)
