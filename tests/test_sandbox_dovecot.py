@@ -11,6 +11,7 @@ import pytest
 from pecgateway.errors import ConfigError
 from pecgateway.sandbox.ca import SandboxCA
 from pecgateway.sandbox.dovecot import Dovecot, DovecotMissing, MailAccount
+from tests.factory.e2e import alive
 
 pytestmark = pytest.mark.servers
 
@@ -104,16 +105,8 @@ def test_stop_leaves_no_dovecot_process_behind(
     finally:
         server.stop()
     assert len(pids) > 1
-    assert [pid for pid in pids if _alive(pid)] == []
+    assert [pid for pid in pids if alive(pid)] == []
     assert not server.running
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_missing_dovecot_says_how_to_install_it(

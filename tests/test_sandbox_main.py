@@ -30,6 +30,7 @@ import pytest
 from pecgateway import classify, config, pec, sample
 from pecgateway.sandbox.ca import SandboxCA
 from pecgateway.sandbox.control import ControlError, Request, send_request
+from tests.factory.e2e import alive, descendants
 
 pytestmark = pytest.mark.servers
 
@@ -278,37 +279,14 @@ def test_written_files_are_a_loadable_config_and_the_contract_json(sandbox: Runn
     assert loaded.accounts[0].outbox == sandbox.directory / "outbox"
 
 
-def _descendants(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            child = int(entry.name)
-            found += [child, *_descendants(child)]
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def test_sigterm_stops_the_sandbox_and_leaves_no_process_behind(sandbox: Running) -> None:
     sandbox.send(sample.file_name(progressivo="00001"), sample.fpr12())
     sandbox.wait_for(3)
-    processes = _descendants(sandbox.process.pid)
+    processes = descendants(sandbox.process.pid)
     assert processes, "Dovecot should be running under the sandbox"
     sandbox.process.send_signal(signal.SIGTERM)
     assert sandbox.process.wait(30) == 0
-    assert [pid for pid in processes if _alive(pid)] == []
+    assert [pid for pid in processes if alive(pid)] == []
     assert not (sandbox.directory / "sandbox.json").exists()
 
 
