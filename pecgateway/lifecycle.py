@@ -97,6 +97,22 @@ _SDI_OUTCOME = {
     E.AT: S.ATTESTED,
 }
 
+# What the provider's delivery receipts (or SDI's outcome) make of an invoice not yet at SDI.
+_PEC_DELIVERY = {
+    E.CONSEGNA: S.DELIVERED_TO_SDI,
+    E.ERRORE_CONSEGNA: S.PEC_ERROR,
+    E.RILEVAZIONE_VIRUS: S.PEC_ERROR,
+    **_SDI_OUTCOME,
+}
+# ... and with the acceptance receipts, of an invoice sent (or being sent) but not yet accepted.
+_PEC_RECEIPT = {
+    E.ACCETTAZIONE: S.ACCEPTED,
+    E.PRESA_IN_CARICO: S.ACCEPTED,
+    E.PREAVVISO: S.ACCEPTED,
+    E.NON_ACCETTAZIONE: S.NOT_ACCEPTED,
+    **_PEC_DELIVERY,
+}
+
 
 def _stay(state: State, events: Iterable[Event]) -> dict[Event, State]:
     return dict.fromkeys(events, state)
@@ -114,32 +130,12 @@ TABLE: Mapping[State, Mapping[Event, State]] = {
         E.SENDING: S.SENDING,
         E.SENT: S.SENT,
         E.SEND_FAILED: S.NOT_ACCEPTED,
-        E.ACCETTAZIONE: S.ACCEPTED,  # crash reconciliation: the receipt proves it was sent
-        E.PRESA_IN_CARICO: S.ACCEPTED,
-        E.PREAVVISO: S.ACCEPTED,
-        E.NON_ACCETTAZIONE: S.NOT_ACCEPTED,
-        E.CONSEGNA: S.DELIVERED_TO_SDI,
-        E.ERRORE_CONSEGNA: S.PEC_ERROR,
-        E.RILEVAZIONE_VIRUS: S.PEC_ERROR,
-        **_SDI_OUTCOME,
+        **_PEC_RECEIPT,  # crash reconciliation: a receipt proves the invoice was sent
     },
-    S.SENT: {
-        E.SENT: S.SENT,
-        E.ACCETTAZIONE: S.ACCEPTED,
-        E.PRESA_IN_CARICO: S.ACCEPTED,
-        E.PREAVVISO: S.ACCEPTED,
-        E.NON_ACCETTAZIONE: S.NOT_ACCEPTED,
-        E.CONSEGNA: S.DELIVERED_TO_SDI,
-        E.ERRORE_CONSEGNA: S.PEC_ERROR,
-        E.RILEVAZIONE_VIRUS: S.PEC_ERROR,
-        **_SDI_OUTCOME,
-    },
+    S.SENT: {E.SENT: S.SENT, **_PEC_RECEIPT},
     S.ACCEPTED: {
         **_stay(S.ACCEPTED, (E.SENT, E.ACCETTAZIONE, E.PRESA_IN_CARICO, E.PREAVVISO)),
-        E.CONSEGNA: S.DELIVERED_TO_SDI,
-        E.ERRORE_CONSEGNA: S.PEC_ERROR,
-        E.RILEVAZIONE_VIRUS: S.PEC_ERROR,
-        **_SDI_OUTCOME,
+        **_PEC_DELIVERY,
     },
     S.NOT_ACCEPTED: {E.NON_ACCETTAZIONE: S.NOT_ACCEPTED, E.SENDING: S.SENDING},
     S.DELIVERED_TO_SDI: {
