@@ -47,6 +47,7 @@ DEFAULT_SDI_ADDRESS = "sdi01@pec.fatturapa.it"
 DEFAULT_STORE_PATH = "/var/lib/pecgateway/pecgateway.sqlite3"
 DEFAULT_SCHEMA_DIR = "/var/lib/pecgateway/schemas"
 
+_BOM = "\ufeff".encode()
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _NAME_WHAT = "a name of 1-32 characters a-z 0-9 _ - (starting with a letter or digit)"
@@ -216,12 +217,25 @@ def load(
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        data = path.read_bytes()
     except OSError as error:
         raise ConfigError(f"cannot read the file ({error.strerror})", key=str(path)) from None
+    try:
+        return tomllib.loads(_text(data, path))
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"not valid TOML: {error}; fix the place named", key=str(path)) from None
+
+
+def _text(data: bytes, path: Path) -> str:
+    """The file's text: UTF-8, a leading byte order mark (Notepad's) dropped."""
+    body = data.removeprefix(_BOM)
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = body.count(b"\n", 0, error.start) + 1
+        raise ConfigError(
+            f"{path} is not UTF-8 (byte 0x{body[error.start]:02X} at line {line}): save it as UTF-8"
+        ) from None
 
 
 def _config(

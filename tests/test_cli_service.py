@@ -298,3 +298,13 @@ async def test_a_second_instance_on_the_same_store_exits_2_at_once(
     assert code == 2
     assert "another pecgateway is already running on" in err
     assert "configuration:" not in err
+
+
+async def test_a_config_not_in_utf8_is_a_usage_error_for_every_command(tmp_path: Path) -> None:
+    config = _offline_config(tmp_path)
+    config.write_bytes(config.read_bytes().replace(b'"store.sqlite3"', b'"caf\xe8.sqlite3"'))
+    for command in ("status", "check-config", "once"):
+        code, _out, err = await _pecgateway(command, "--config", str(config))
+        assert code == 2, err
+        assert f"{config} is not UTF-8 (byte 0xE8 at line 1): save it as UTF-8" in err
+        assert "Traceback" not in err

@@ -330,3 +330,19 @@ def test_example_file_shows_every_key_with_a_comment() -> None:
     documented = _documented_keys(EXAMPLE.read_text(encoding="utf-8"))
     assert expected <= documented, sorted(expected - documented)
     assert "password_file = " in EXAMPLE.read_text(encoding="utf-8")
+
+
+def test_a_file_not_in_utf8_says_which_byte_and_line_and_to_save_it_as_utf8(
+    tmp_path: Path,
+) -> None:
+    path = write_config(tmp_path, "")
+    path.write_bytes(b'log_level = "info"\nstore_path = "caf\xe8.sqlite3"\n')
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert str(caught.value) == (f"{path} is not UTF-8 (byte 0xE8 at line 2): save it as UTF-8")
+
+
+def test_a_byte_order_mark_at_the_start_is_accepted(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "")
+    path.write_bytes("\ufeff".encode() + account_toml().encode())
+    assert load(path).accounts[0].name == "main"
