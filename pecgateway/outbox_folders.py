@@ -183,12 +183,15 @@ def _reason_text(name: str, shown: str, problems: Sequence[Problem]) -> bytes:
         where = f" (line {problem.line}, column {problem.column})" if problem.line else ""
         lines.append(f"{number}. [{problem.code}]{where} {problem.message}")
         lines.append(f"   Fix: {problem.hint}")
-    lines += [
-        "",
-        "Fix the file and drop it into the outbox again (a new file name if it was sent).",
-        "",
-    ]
+    lines += ["", _closing(problems), ""]
     return "\n".join(lines).encode("utf-8", "backslashreplace")  # e.g. an error naming a path
+
+
+def _closing(problems: Sequence[Problem]) -> str:
+    """What to do now; for a file refused only as already sent, nothing more than its Fix says."""
+    if all(problem.code == "duplicate" for problem in problems):
+        return "Nothing was sent again: do what the Fix line above says."
+    return "Fix the file and drop it into the outbox again (a new file name if it was sent)."
 
 
 def _reason_json(name: str, when: str, problems: Sequence[Problem]) -> bytes:

@@ -327,6 +327,26 @@ def test_reject_writes_readable_reasons_beside_the_file(tmp_path: Path) -> None:
     assert document["problems"][1]["line"] is None
 
 
+def test_reject_as_already_sent_does_not_also_say_to_fix_the_file(tmp_path: Path) -> None:
+    (tmp_path / NAME).write_bytes(b"<same/>")
+    hint = "nothing to do if this is the same invoice; a corrected invoice is a new file"
+    problems = [
+        _Problem("duplicate", f"{NAME}: these very bytes were already sent", None, None, hint)
+    ]
+    outbox.reject(_begun(tmp_path), problems)
+    text = (tmp_path / "rejected" / (NAME + ".reason.txt")).read_text(encoding="utf-8")
+    assert f"Fix: {hint}" in text
+    assert "Nothing was sent again: do what the Fix line above says." in text
+    assert "drop it into the outbox again" not in text
+
+
+def test_reject_for_other_problems_says_to_fix_the_file_and_drop_it_again(tmp_path: Path) -> None:
+    (tmp_path / NAME).write_bytes(b"<bad/>")
+    outbox.reject(_begun(tmp_path), [_Problem("schema", "bad", 1, 1, "fix the element")])
+    text = (tmp_path / "rejected" / (NAME + ".reason.txt")).read_text(encoding="utf-8")
+    assert "Fix the file and drop it into the outbox again" in text
+
+
 def test_reject_of_a_file_claimed_but_not_begun_goes_to_rejected(tmp_path: Path) -> None:
     (tmp_path / NAME).write_bytes(b"<bad/>")
     taken = outbox.claim(tmp_path / NAME)
