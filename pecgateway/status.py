@@ -42,6 +42,7 @@ def _account(store: Store, account: Account, now: datetime) -> dict[str, Any]:
     warnings = []
     outgoing: list[dict[str, Any]] = snapshot.get("outgoing", [])  # type: ignore[assignment]
     for entry in outgoing:
+        _explain(entry)
         warning = _undelivered(entry, now)
         if warning is None and (entry.get("file"), entry.get("created")) in late:
             warning = (
@@ -52,7 +53,48 @@ def _account(store: Store, account: Account, now: datetime) -> dict[str, Any]:
         if warning is not None:
             warnings.append(warning)
     snapshot["warnings"] = warnings
+    orphans: list[dict[str, Any]] = snapshot.get("orphans", [])  # type: ignore[assignment]
+    for orphan in orphans:
+        orphan["detail"] = _readable(orphan.get("kind"), orphan.get("detail"))
     return dict(snapshot)
+
+
+# ---- what a person reads about one invoice ------------------------------------------------------
+
+
+def _explain(entry: dict[str, Any]) -> None:
+    """Receipts' details in words; the meaning of a refusal as a duplicate, which the state's
+    general meaning ("fix it and send it again") would get wrong."""
+    events: list[dict[str, Any]] = entry.get("events", [])
+    for event in events:
+        event["detail"] = _readable(event.get("event"), event.get("detail"))
+    last = {str(event.get("event")): str(event.get("detail") or "") for event in events}
+    rejected = last.get(lifecycle.Event.REJECTED.value, "")
+    if entry.get("state") == lifecycle.State.REJECTED.value and rejected.startswith("[duplicate]"):
+        entry["meaning"] = _ALREADY_SENT
+    refused = last.get(lifecycle.Event.NS.value, "")
+    if entry.get("state") == lifecycle.State.SDI_REJECTED.value and "error 00404" in refused:
+        entry["meaning"] = _DUPLICATE_NUMBER
+
+
+def _readable(kind: object, detail: object) -> object:
+    """A PEC receipt's daticert ``errore`` "nessuno" (no error) in words; anything else as is."""
+    receipt = isinstance(kind, str) and lifecycle.event_for_receipt(kind) is not None
+    if receipt and isinstance(detail, str) and detail.strip().lower() == "nessuno":
+        return "no error"
+    return detail
+
+
+_ALREADY_SENT = (
+    "not sent again: an invoice with this file name or these very bytes was already sent (see "
+    "the detail). Nothing to do if it is the same invoice; a corrected invoice is a new file with "
+    "a new progressivo in its name"
+)
+_DUPLICATE_NUMBER = (
+    "not issued: SDI already has an invoice of this seller with this number and year (error "
+    "00404, duplicate invoice): check that invoice before sending anything; send this one "
+    "again, with a new number, only if it is really a new invoice"
+)
 
 
 def _undelivered(entry: dict[str, Any], now: datetime) -> str | None:

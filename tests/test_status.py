@@ -289,3 +289,65 @@ def test_render_text_says_what_happens_next_to_an_interrupted_send() -> None:
         "warnings": [],
     }
     assert "next: sending was interrupted: resent at" in status.render_text(doc)
+
+
+def test_an_ns_for_a_duplicate_invoice_says_to_check_the_earlier_one_not_to_fix_and_resend(
+    tmp_path: Path,
+) -> None:
+    config = _config(tmp_path, "main")
+    with Store(config.store_path) as store:
+        outgoing_id = _sent(store, "main", "IT01234567890_00001.xml")
+        detail = "IdentificativoSdI 9; error 00404: Fattura duplicata"
+        store.transition(outgoing_id, Event.NS, at=NOW, source="t", detail=detail)
+        doc = status.document(store, config, NOW)
+    meaning = doc["outgoing"][0]["meaning"]
+    assert "already has an invoice of this seller with this number" in meaning
+    assert "check that invoice before sending anything" in meaning
+    assert "only if it is really a new invoice" in meaning
+    assert "fix it" not in meaning
+
+
+def test_an_ns_for_other_errors_keeps_the_general_meaning(tmp_path: Path) -> None:
+    config = _config(tmp_path, "main")
+    with Store(config.store_path) as store:
+        outgoing_id = _sent(store, "main", "IT01234567890_00001.xml")
+        detail = "IdentificativoSdI 9; error 00200: file non conforme al formato"
+        store.transition(outgoing_id, Event.NS, at=NOW, source="t", detail=detail)
+        doc = status.document(store, config, NOW)
+    assert "fix it and send it again" in doc["outgoing"][0]["meaning"]
+
+
+def test_a_file_refused_as_already_sent_is_not_told_to_be_fixed(tmp_path: Path) -> None:
+    config = _config(tmp_path, "main")
+    name = "IT01234567890_00001.xml"
+    with Store(config.store_path) as store:
+        record = store.record_outgoing("main", file_name=name, sha256="ab", at=NOW)
+        detail = f"[duplicate] {name}: these very bytes were already sent on 2024-05-01"
+        store.transition(record.id, Event.REJECTED, at=NOW, source="checks", detail=detail)
+        doc = status.document(store, config, NOW)
+    [item] = doc["outgoing"]
+    assert item["state"] == "rejected"
+    assert "Nothing to do if it is the same invoice" in item["meaning"]
+    assert "failed our own checks" not in item["meaning"]
+    assert "fix the file" not in item["meaning"]
+    assert f"rejected: {detail}" in status.render_text(doc)
+
+
+def test_a_receipt_without_error_reads_no_error_instead_of_nessuno(tmp_path: Path) -> None:
+    config = _config(tmp_path, "main")
+    with Store(config.store_path) as store:
+        outgoing_id = _sent(store, "main", "IT01234567890_00001.xml")
+        store.transition(outgoing_id, Event.ACCETTAZIONE, at=NOW, source="t", detail="nessuno")
+        store.record_notification(
+            "main",
+            kind="avvenuta-consegna",
+            file_name=None,
+            received=NOW,
+            source="imap uid 3",
+            outgoing_id=None,
+            detail="nessuno",
+        )
+        doc = status.document(store, config, NOW)
+    [event] = [e for e in doc["outgoing"][0]["events"] if e["event"] == "accettazione"]
+    assert event["detail"] == "no error"
+    assert doc["orphans"][0]["detail"] == "no error"
