@@ -76,16 +76,19 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             f"pecgateway: {args.path}: hit a bug while reading it; please report it",
             file=sys.stderr,
         )
-    if node.kind is classify.Kind.MALFORMED:
-        return _fail(
-            f"{args.path}: damaged or unreadable ({node.error}); ask the sender for a new copy"
-        )
-    if node.kind is classify.Kind.UNKNOWN:
-        return _fail(
-            f"{args.path}: not an invoice, signed invoice, SDI notification, PEC message or zip of "
-            f"them ({node.error})"
-        )
+    if node.kind in (classify.Kind.MALFORMED, classify.Kind.UNKNOWN):
+        damaged = node.kind is classify.Kind.MALFORMED
+        return _fail(_not_understood(args.path, damaged, node.error, said=not args.json))
     return EXIT_OK
+
+
+def _not_understood(path: str, damaged: bool, error: str | None, said: bool = False) -> str:
+    """inspect's one stderr line for a file it could not read: short when stdout said why."""
+    why = " (see above)" if said else f": {error}"
+    if not damaged:
+        return f"{path}: not understood{why}"
+    advice = "" if "ask the sender" in (error or "") else "; ask the sender for a new copy"
+    return f"{path}: damaged or unreadable{why}{advice}"
 
 
 def _schema_dir(args: argparse.Namespace) -> Path:

@@ -96,8 +96,42 @@ def test_unknown_file_exits_1_and_still_prints_the_report(
     path = _write(tmp_path, "photo.jpg", b"\xff\xd8\xff\xe0 not an invoice")
     code, out, err = _inspect(capsys, str(path))
     assert code == 1
-    assert out.startswith(f"{path}: not recognised")
-    assert f"pecgateway: {path}: not an invoice" in err
+    assert out.startswith(f"{path}: not recognised: not an invoice")
+    assert err == f"pecgateway: {path}: not understood (see above)\n"
+
+
+def test_unknown_file_with_json_says_why_once_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path, "photo.jpg", b"\xff\xd8\xff\xe0 not an invoice")
+    code, out, err = _inspect(capsys, "--json", str(path))
+    assert code == 1
+    assert json.loads(out)["kind"] == "unknown"
+    assert err.startswith(f"pecgateway: {path}: not understood: not an invoice")
+    assert err.count("not an invoice") == 1
+    assert err.count("\n") == 1
+
+
+def test_damaged_file_in_text_form_says_what_to_do_without_repeating_the_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path, "IT01234567890_00001.xml.p7m", b"\x30\x03\x02\x01")
+    code, out, err = _inspect(capsys, str(path))
+    assert code == 1
+    assert f"{path}: damaged or unreadable: " in out
+    assert err == (
+        f"pecgateway: {path}: damaged or unreadable (see above); ask the sender for a new copy\n"
+    )
+
+
+def test_damaged_file_whose_error_says_what_to_ask_is_not_given_a_second_advice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path, INVOICE_NAME, b"<FatturaElettronica>")
+    code, _out, err = _inspect(capsys, "--json", str(path))
+    assert code == 1
+    assert "ask the sender for the complete file" in err
+    assert "a new copy" not in err
 
 
 @pytest.mark.parametrize(
