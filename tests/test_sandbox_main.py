@@ -7,6 +7,7 @@ says why); deliver, inject; SIGTERM leaves no process behind.
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import json
 import os
@@ -125,10 +126,18 @@ def _wait_ready(process: subprocess.Popen[bytes]) -> None:
     raise AssertionError(f"the sandbox did not print ready: {process.communicate()}")
 
 
-def _launch(directory: Path, schema_dir: Path) -> Running:
+def _launch(directory: Path, schema_dir: Path, *options: str) -> Running:
+    """``options``: e.g. ``--first-address-grace-s 0`` where sdi01 must stop working at once."""
     process = subprocess.Popen(
         _pecgateway(
-            "sandbox", "--dir", str(directory), "--schemas", str(schema_dir), "--delays", "fast"
+            "sandbox",
+            "--dir",
+            str(directory),
+            "--schemas",
+            str(schema_dir),
+            "--delays",
+            "fast",
+            *options,
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -150,15 +159,35 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.stdout.close()
 
 
-@pytest.fixture
-def sandbox(public_tmp_path: Path, schema_dir: Path, sandbox_ca: SandboxCA) -> Iterator[Running]:
+NO_GRACE = ("--first-address-grace-s", "0")
+
+
+@contextlib.contextmanager
+def _running(
+    public_tmp_path: Path, schema_dir: Path, ca: SandboxCA, *options: str
+) -> Iterator[Running]:
     directory = public_tmp_path / "sandbox"
-    shutil.copytree(sandbox_ca.directory, directory / "ca")  # reused: no key generation
-    running = _launch(directory, schema_dir)
+    shutil.copytree(ca.directory, directory / "ca")  # reused: no key generation
+    running = _launch(directory, schema_dir, *options)
     try:
         yield running
     finally:
         _stop(running.process)
+
+
+@pytest.fixture
+def sandbox(public_tmp_path: Path, schema_dir: Path, sandbox_ca: SandboxCA) -> Iterator[Running]:
+    with _running(public_tmp_path, schema_dir, sandbox_ca) as running:
+        yield running
+
+
+@pytest.fixture
+def sandbox_without_grace(
+    public_tmp_path: Path, schema_dir: Path, sandbox_ca: SandboxCA
+) -> Iterator[Running]:
+    """SDI answers sdi01 only until its first answer went out (no grace period)."""
+    with _running(public_tmp_path, schema_dir, sandbox_ca, *NO_GRACE) as running:
+        yield running
 
 
 def _attachment_kinds(message: pec.PecMessage) -> list[str]:
@@ -196,8 +225,9 @@ def test_invalid_invoice_gets_ns_00200(sandbox: Running) -> None:
 
 
 def test_second_file_to_sdi01_after_the_assignment_gets_no_answer_and_the_log_says_why(
-    sandbox: Running,
+    sandbox_without_grace: Running,
 ) -> None:
+    sandbox = sandbox_without_grace
     sandbox.send(sample.file_name(progressivo="00001"), sample.fpr12())
     sandbox.wait_for(3)
     second = sample.fpr12(progressivo_invio="00002", numero="2")
@@ -207,6 +237,20 @@ def test_second_file_to_sdi01_after_the_assignment_gets_no_answer_and_the_log_sa
     assert "assigned" in str(record["reason"])
     types = [m.type for m in sandbox.wait_for(5)]
     assert types[3:] == [pec.PecType.ACCETTAZIONE, pec.PecType.AVVENUTA_CONSEGNA]
+
+
+def test_a_second_file_to_sdi01_within_the_grace_after_the_first_answer_is_answered(
+    sandbox: Running,
+) -> None:
+    """Files sent in one go all go to sdi01 (the sender cannot know sdiNN yet): all are answered."""
+    sandbox.send(sample.file_name(progressivo="00001"), sample.fpr12())
+    first = sandbox.wait_for(3)[2]
+    second = sample.fpr12(progressivo_invio="00002", numero="2")
+    sandbox.send(sample.file_name(progressivo="00002"), second)
+    (answer,) = [m for m in sandbox.wait_for(6)[3:] if m.type is pec.PecType.POSTA_CERTIFICATA]
+    assert answer.sdi_address == first.sdi_address != SDI
+    assert _attachment_kinds(answer) == ["RC"]
+    assert sandbox.wait_for_log("sandbox_ready")["first_address_grace_s"] == 60.0
 
 
 def test_deliver_brings_a_supplier_invoice_with_its_metadata(
@@ -396,7 +440,7 @@ def test_restart_keeps_the_ports_the_config_the_mailbox_and_sdis_memory(
 ) -> None:
     directory = public_tmp_path / "sandbox"
     shutil.copytree(sandbox_ca.directory, directory / "ca")
-    first = _launch(directory, schema_dir)
+    first = _launch(directory, schema_dir, *NO_GRACE)
     try:
         first.send(sample.file_name(progressivo="00001"), sample.fpr12())
         before = first.wait_for(3)
@@ -405,7 +449,7 @@ def test_restart_keeps_the_ports_the_config_the_mailbox_and_sdis_memory(
         _stop(first.process)
     toml = (directory / "pecgateway.toml").read_bytes()
     loaded = config.load(directory / "pecgateway.toml")  # as a gateway loaded it on the first run
-    second = _launch(directory, schema_dir)
+    second = _launch(directory, schema_dir, *NO_GRACE)
     try:
         assert _ports(second) == ports
         assert (directory / "pecgateway.toml").read_bytes() == toml
@@ -469,3 +513,19 @@ def test_a_second_sandbox_in_the_same_directory_is_refused(
     assert "a sandbox already runs in" in result.stderr
     assert (sandbox.directory / "pecgateway.toml").read_bytes() == toml
     assert sandbox.mailbox() == []
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "nan"])
+def test_a_grace_that_is_not_seconds_is_a_usage_error_naming_the_option(
+    tmp_path: Path, value: str
+) -> None:
+    result = subprocess.run(
+        _pecgateway("sandbox", "--dir", str(tmp_path / "sb"), "--first-address-grace-s", value),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--first-address-grace-s" in result.stderr
+    assert "not a number of seconds" in result.stderr
+    assert not (tmp_path / "sb").exists()

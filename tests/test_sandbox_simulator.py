@@ -109,7 +109,7 @@ def test_first_answer_comes_from_a_newly_assigned_address() -> None:
 
 
 def test_file_sent_to_sdi01_after_assignment_gets_no_answer_and_the_log_says_why() -> None:
-    simulator = _simulator()
+    simulator = _simulator(config=SimulatorConfig(first_address_grace_s=0))
     assigned = _first(simulator, NAME, sample.fpr12())[0].sender
     with capture_logs() as logs:
         outs = _first(simulator, "IT01234567890_00002.xml", sample.fpr12(numero="2"))
@@ -476,7 +476,7 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
     first = _simulator(tmp_path)
     outs = _first(first, NAME, sample.fpr12(numero="5"))
     assigned, identificativo = outs[0].sender, int(_parsed(outs[0]).identificativo_sdi or 0)
-    second = _simulator(tmp_path)
+    second = _simulator(tmp_path, config=SimulatorConfig(first_address_grace_s=0))
     assert second.address_for(USER) == assigned
     assert _send(second, ("IT01234567890_00002.xml", sample.fpr12()), to="first") == []
     assert _codes(_send(second, (NAME, sample.fpr12()), to=assigned)[0]) == ["00002"]
@@ -504,7 +504,7 @@ def test_unreadable_state_file_is_a_config_error_naming_the_file(
 
 def test_files_sent_to_sdi01_before_the_first_answer_went_out_are_still_answered() -> None:
     """A sender learns its sdiNN from SDI's first answer: until then sdi01 is the right address."""
-    simulator = _simulator(config=SimulatorConfig(answer_delay_s=5.0))
+    simulator = _simulator(config=SimulatorConfig(answer_delay_s=5.0, first_address_grace_s=0))
     first = _first(simulator, NAME, sample.fpr12())
     second = simulator.receive(
         sender=USER,
@@ -534,3 +534,32 @@ def test_an_invoice_delivered_from_sdinn_makes_sdinn_the_address_sdi_answers_on(
     outs = _send(simulator, (NAME, sample.fpr12()), to=delivered.sender)
     assert _types(outs) == [NotificationType.RC]
     assert outs[0].sender == delivered.sender
+
+
+def _to_sdi01_at(simulator: SdiSimulator, seconds: float, progressivo: str) -> list[Outgoing]:
+    return simulator.receive(
+        sender=USER,
+        recipient=FIRST_ADDRESS,
+        message=_mail((f"IT01234567890_{progressivo}.xml", sample.fpr12(numero=progressivo))),
+        identificativo=f"opec-{progressivo}",
+        now=NOW + timedelta(seconds=seconds),
+    )
+
+
+def test_files_sent_to_sdi01_within_the_grace_after_the_first_answer_are_still_answered() -> None:
+    """Several files sent in one go all go to sdi01: SDI answers them during the grace period."""
+    config = SimulatorConfig(answer_delay_s=2.0, first_address_grace_s=60.0)
+    simulator = _simulator(config=config)
+    assigned = _first(simulator, NAME, sample.fpr12())[0].sender
+    within = _to_sdi01_at(simulator, 2.0 + 59.0, "00002")
+    assert _types(within) == [NotificationType.RC]
+    assert within[0].sender == assigned
+    with capture_logs() as logs:
+        after = _to_sdi01_at(simulator, 2.0 + 60.0, "00003")
+    assert after == []
+    (ignored,) = [log for log in logs if log["event"] == "sdi_ignored_wrong_address"]
+    assert ignored["expected"] == assigned
+
+
+def test_the_grace_for_sdi01_is_sixty_seconds_unless_configured() -> None:
+    assert SimulatorConfig().first_address_grace_s == 60.0

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import math
 import secrets
 import shutil
 import signal
@@ -64,6 +66,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="demo",
         help="SDI's answer delays: demo (seconds) or fast (near zero)",
     )
+    p.add_argument(
+        "--first-address-grace-s",
+        metavar="SECONDS",
+        type=_seconds,
+        help="how long SDI still answers files sent to sdi01 after its first answer named your "
+        f"sdiNN address (default: {SimulatorConfig().first_address_grace_s:g}; 0: never)",
+    )
     p.set_defaults(handler=_cmd_run)
     commands = p.add_subparsers(dest="sandbox_command", metavar="COMMAND")
     for name, text, target, target_help, handler in (
@@ -87,6 +96,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         command.add_argument("--dir", metavar="DIR", default=argparse.SUPPRESS, help=_DIR_HELP)
         command.add_argument(target, metavar=target.upper(), help=target_help)
         command.set_defaults(handler=handler)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
+
+
+def _simulator_config(args: argparse.Namespace) -> SimulatorConfig:
+    config = DELAYS[args.delays]
+    if args.first_address_grace_s is None:
+        return config
+    return dataclasses.replace(config, first_address_grace_s=args.first_address_grace_s)
 
 
 _DIR_HELP = "the sandbox directory"
@@ -290,13 +316,14 @@ async def _serve(
 ) -> None:
     from pecgateway.sandbox.running import RunningSandbox
 
+    simulator_config = _simulator_config(args)
     running = RunningSandbox(
         layout,
         ca=ca,
         dovecot=dovecot,
         schemas=schemas,
         log=log,
-        simulator_config=DELAYS[args.delays],
+        simulator_config=simulator_config,
         consegna_delay_s=CONSEGNA_DELAY_S[args.delays],
         control_token=secrets.token_urlsafe(24),
     )
@@ -315,6 +342,7 @@ async def _serve(
             imaps_port=endpoints.imap_port,
             pec_address=layout.user,
             delays=args.delays,
+            first_address_grace_s=simulator_config.first_address_grace_s,
         )
         print("ready", flush=True)
         await stop.wait()

@@ -18,6 +18,10 @@ Outcome rules for a file that passes the checks (the README quotes this table):
 
 The file checks (00001 ... 00404, one NS per file, first failure wins) are ``checks``; an EC02
 refusal frees the invoice's seller, year, number and type for 00404 again.
+
+Addresses: a sender's first file goes to sdi01; SDI's first answer comes from the sdiNN it assigns.
+Files sent to sdi01 are still answered for ``first_address_grace_s`` seconds after that first answer
+(a sender that sent several files in one go could not know sdiNN yet); after that only sdiNN is.
 """
 
 from __future__ import annotations
@@ -62,7 +66,8 @@ class Outgoing:
 
 @dataclass(frozen=True, slots=True)
 class SimulatorConfig:
-    """Delays in seconds (tests: 0, demo: a few) and the optional B2B RC after an MC."""
+    """Delays in seconds (tests: 0, demo: a few), the optional B2B RC after an MC, and how long
+    sdi01 is still answered after SDI's first answer named the sender's sdiNN."""
 
     answer_delay_s: float = 0.0
     pa_outcome_delay_s: float = 0.0
@@ -70,6 +75,7 @@ class SimulatorConfig:
     at_delay_s: float = 0.0
     rc_after_mc_s: float | None = None
     max_file_bytes: int = 5 * 1024 * 1024
+    first_address_grace_s: float = 60.0
 
 
 @dataclass(slots=True)
@@ -183,11 +189,14 @@ class SdiSimulator:
         return sorted(outgoing, key=lambda out: out.delay_s)
 
     def _still_first_address(self, user: str, to: str, now: datetime) -> bool:
-        """sdi01 keeps working until the sender has seen SDI's first answer, which names sdiNN."""
+        """sdi01 keeps working until ``first_address_grace_s`` after SDI's first answer (module doc)."""
         if to != FIRST_ADDRESS:
             return False
         announced = self._state.announced.get(user)
-        return announced is None or now < datetime.fromisoformat(announced)
+        if announced is None:
+            return True
+        grace = timedelta(seconds=self._config.first_address_grace_s)
+        return now < datetime.fromisoformat(announced) + grace
 
     def _assign(self, user: str) -> str:
         if user not in self._state.assigned:
