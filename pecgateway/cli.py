@@ -104,10 +104,22 @@ def _schema_dir(args: argparse.Namespace) -> Path:
     return schema.default_dir()
 
 
-def _cmd_validate(args: argparse.Namespace) -> int:
-    from pecgateway import schema, validate
+def _schemas_for_validate(args: argparse.Namespace) -> Any:
+    """The schemas of ``--schemas``, else of the config's schema_dir, else the installed ones."""
+    from pecgateway import schema
 
-    schemas = schema.load(_schema_dir(args))
+    try:
+        return schema.load(_schema_dir(args))
+    except ConfigError as exc:
+        if args.schemas:
+            raise
+        raise ConfigError(f"{exc}, or pass --schemas DIR") from None
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from pecgateway import validate
+
+    schemas = _schemas_for_validate(args)
     failed = 0
     for name in args.files:
         path = Path(name)

@@ -32,10 +32,18 @@ __all__ = [
 MAX_SOURCE_BYTES = 4 * 1024 * 1024
 _DSIG = Path(xmlschema.__file__).parent / "schemas" / "DSIG" / "xmldsig-core-schema.xsd"
 _DOWNLOAD_HINT = (
-    "download the official schemas again from agenziaentrate.gov.it (Fatturazione elettronica, "
+    "download the official schemas from agenziaentrate.gov.it (Fatturazione elettronica, "
     "Schemi e specifiche tecniche) and run `pecgateway schemas install --from DIR`"
 )
 _ORDINARIA = ("FPA12", "FPR12")
+
+
+def _not_installed(what: str, schema_dir: Path) -> ConfigError:
+    return ConfigError(
+        f"no {what} installed in {schema_dir}: download the official XSDs from "
+        "agenziaentrate.gov.it (Fatturazione elettronica, Schemi e specifiche tecniche) and "
+        f"install them with `pecgateway schemas install --from DIR_WITH_XSD --to {schema_dir}`"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +271,7 @@ class SchemaSet:
 def load(schema_dir: Path) -> SchemaSet:
     """The schemas installed in ``schema_dir``; ConfigError when missing, altered or unreadable."""
     if not schema_dir.is_dir():
-        raise ConfigError(f"{schema_dir}: schema directory not found; {_DOWNLOAD_HINT}")
+        raise _not_installed("schemas", schema_dir)
     files: dict[str, SchemaFile] = {}
     try:
         for name, digests in sorted(_PINNED_NAMES.items()):
@@ -279,5 +287,5 @@ def load(schema_dir: Path) -> SchemaSet:
     except OSError as exc:
         raise ConfigError(f"{schema_dir}: cannot read the schemas ({exc.strerror})") from exc
     if not any(f.role.startswith("invoice-") for f in files.values()):
-        raise ConfigError(f"{schema_dir}: no invoice schema installed; {_DOWNLOAD_HINT}")
+        raise _not_installed("invoice schema", schema_dir)
     return SchemaSet(schema_dir, files)

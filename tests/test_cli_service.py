@@ -276,6 +276,7 @@ async def test_once_exits_1_and_says_what_failed_when_the_mailbox_is_unreachable
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
     config = service_config(tmp_path, schema_dir, smtp, mail_user)
+    assert config.source is not None
     text = config.source.read_text(encoding="utf-8")
     config.source.write_text(text.replace(f"port = {mail_user.port}", f"port = {closed_port}"))
     code, out, err = await _pecgateway("once", "--config", str(config.source))
@@ -308,3 +309,23 @@ async def test_a_config_not_in_utf8_is_a_usage_error_for_every_command(tmp_path:
         assert code == 2, err
         assert f"{config} is not UTF-8 (byte 0xE8 at line 1): save it as UTF-8" in err
         assert "Traceback" not in err
+
+
+def test_validate_without_installed_schemas_says_how_to_install_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pecgateway import cli
+
+    for name in ("STATE_DIRECTORY", "PECGATEWAY_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    invoice = tmp_path / NAME
+    invoice.write_bytes(sample.fpr12())
+    code = cli.main(["validate", str(invoice)])
+    err = capsys.readouterr().err
+    where = tmp_path / "data" / "pecgateway" / "schemas"
+    assert code == 2
+    assert f"no schemas installed in {where}: " in err
+    assert f"`pecgateway schemas install --from DIR_WITH_XSD --to {where}`" in err
+    assert err.rstrip().endswith(", or pass --schemas DIR")
+    assert "again" not in err

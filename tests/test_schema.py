@@ -93,6 +93,7 @@ def test_for_invoice_picks_the_newest_schema_accepting_the_versione(
     schemas = schema.load(schema_dir)
     compiled = schemas.for_invoice(versione)
     assert compiled is not None
+    assert compiled.url is not None
     assert compiled.url.endswith("/" + expected)
     assert schemas.for_invoice(versione) is compiled, "compiled once, then cached"
 
@@ -107,6 +108,7 @@ def test_fpa12_falls_back_to_1_2_2_when_1_2_3_pa_is_not_installed(tmp_path: Path
         schema.install(schema_source_dir() / name, tmp_path)
     compiled = schema.load(tmp_path).for_invoice("FPA12")
     assert compiled is not None
+    assert compiled.url is not None
     assert compiled.url.endswith("/Schema_del_file_xml_FatturaPA_v1.2.2.xsd")
 
 
@@ -118,7 +120,8 @@ def test_for_notification_picks_the_family_schema(
     schema_dir: Path, flow: str, expected: str | None
 ) -> None:
     compiled = schema.load(schema_dir).for_notification(flow)
-    assert (compiled.url.rsplit("/", 1)[-1] if compiled is not None else None) == expected
+    url = compiled.url if compiled is not None else None
+    assert (url.rsplit("/", 1)[-1] if url is not None else None) == expected
 
 
 def test_loading_and_compiling_never_touches_the_network(
@@ -141,8 +144,13 @@ def test_loading_and_compiling_never_touches_the_network(
 
 
 def test_load_refuses_a_missing_directory(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"schema directory not found.*schemas install"):
-        schema.load(tmp_path / "absent")
+    absent = tmp_path / "absent"
+    with pytest.raises(ConfigError) as caught:
+        schema.load(absent)
+    message = str(caught.value)
+    assert message.startswith(f"no schemas installed in {absent}: ")
+    assert f"`pecgateway schemas install --from DIR_WITH_XSD --to {absent}`" in message
+    assert "again" not in message
 
 
 def test_load_refuses_an_altered_schema(tmp_path: Path) -> None:
@@ -154,7 +162,7 @@ def test_load_refuses_an_altered_schema(tmp_path: Path) -> None:
 
 def test_load_needs_at_least_one_invoice_schema(tmp_path: Path) -> None:
     schema.install(schema_source_dir() / "MessaggiTypes_v1.1.xsd", tmp_path)
-    with pytest.raises(ConfigError, match="no invoice schema installed"):
+    with pytest.raises(ConfigError, match="no invoice schema installed in "):
         schema.load(tmp_path)
 
 
