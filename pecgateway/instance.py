@@ -30,8 +30,13 @@ class AlreadyRunning(ConfigError):
 
 
 def lock_path(store_path: Path) -> Path:
-    """``/var/lib/pecgateway/store.sqlite3`` -> ``/var/lib/pecgateway/store.sqlite3.lock``."""
-    return store_path.with_name(store_path.name + ".lock")
+    """``/var/lib/pecgateway/store.sqlite3`` -> ``/var/lib/pecgateway/store.sqlite3.lock``.
+
+    Symbolic links are resolved first: two configurations naming one store through different
+    links share one lock.
+    """
+    real = store_path.resolve()
+    return real.with_name(real.name + ".lock")
 
 
 @contextlib.contextmanager

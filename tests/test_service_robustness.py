@@ -321,6 +321,17 @@ def test_the_lock_is_released_when_its_holder_ends(tmp_path: Path) -> None:
         pass  # taken again: nothing stale is left behind
 
 
+def test_a_store_named_through_a_symbolic_link_shares_the_lock_of_the_real_one(
+    tmp_path: Path,
+) -> None:
+    real = tmp_path / "store.sqlite3"
+    real.touch()
+    alias = tmp_path / "alias.sqlite3"
+    alias.symlink_to(real)
+    with instance_lock(real), pytest.raises(AlreadyRunning), instance_lock(alias):
+        pass
+
+
 async def test_once_beside_a_running_instance_exits_2_at_once(
     tmp_path: Path, schema_dir: Path, smtp: SmtpServer, mail_user: MailAccount
 ) -> None:
