@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pecgateway.errors import ConfigError
+from pecgateway.errors import ConfigError, TransientError
 from pecgateway.sandbox.ca import SandboxCA
 from pecgateway.sandbox.dovecot import Dovecot, DovecotMissing, MailAccount
 from tests.factory.e2e import alive
@@ -151,3 +151,13 @@ def test_server_certificate_names_localhost_and_the_loopback_address(
     assert names.get_values_for_type(x509.DNSName) == ["localhost"]
     assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
     assert sandbox_ca.server.certificate.issuer == sandbox_ca.ca.certificate.subject
+
+
+def test_a_refused_imap_append_says_why_in_words_not_python_bytes(
+    dovecot: Dovecot, mail_user: MailAccount
+) -> None:
+    with pytest.raises(TransientError, match="IMAP APPEND refused") as raised:
+        dovecot.imap_append(mail_user.user, b"")  # Dovecot saves no zero-byte message
+    assert "zero byte" in str(raised.value)
+    assert "b'" not in str(raised.value)
+    assert 'b"' not in str(raised.value)

@@ -31,11 +31,13 @@ import pytest
 from pecgateway import classify, config, pec, sample
 from pecgateway.sandbox.ca import SandboxCA
 from pecgateway.sandbox.control import ControlError, Request, send_request
+from tests.factory import pecmail
 from tests.factory.e2e import alive, descendants
 
 pytestmark = pytest.mark.servers
 
 SDI = "sdi01@pec.fatturapa.it"
+SDI03 = "sdi03@pec.fatturapa.it"
 WAIT_S = 30.0
 
 
@@ -284,6 +286,78 @@ def test_inject_appends_the_message_unchanged(sandbox: Running, tmp_path: Path) 
     )
     assert result.returncode == 0, result.stderr
     assert sandbox.mailbox() == [raw]
+
+
+def test_inject_of_an_empty_or_blank_file_is_refused_before_appending_and_says_why(
+    sandbox: Running, tmp_path: Path
+) -> None:
+    for content in (b"", b" \r\n\t\n"):
+        path = tmp_path / "message.eml"
+        path.write_bytes(content)
+        result = subprocess.run(
+            _pecgateway("sandbox", "inject", "--dir", str(sandbox.directory), str(path)),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 1
+        assert f"{path}: the file is empty" in result.stderr
+        assert "nothing was appended" in result.stderr
+        assert "b'" not in result.stderr
+        assert 'b"' not in result.stderr
+    control = sandbox.info["control"]
+    assert isinstance(control, dict)
+    request = Request("inject", "x.eml", b"\r\n")  # another client of the control channel
+    with pytest.raises(ControlError, match="the message is empty"):
+        send_request(int(str(control["port"])), str(control["token"]), request)
+    assert sandbox.mailbox() == []
+
+
+def _inject(sandbox: Running, path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        _pecgateway("sandbox", "inject", "--dir", str(sandbox.directory), str(path)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_an_injected_sdi_message_from_another_sdinn_moves_the_address_sdi_answers_on(
+    sandbox_without_grace: Running, tmp_path: Path
+) -> None:
+    """Real SDI may write from a new sdiNN; the gateway learns it, and SDI expects files there."""
+    sandbox = sandbox_without_grace
+    sandbox.send(sample.file_name(progressivo="00001"), sample.fpr12())
+    assigned = sandbox.wait_for(3)[2].sdi_address
+    moved = "sdi04@pec.fatturapa.it" if assigned == "sdi03@pec.fatturapa.it" else SDI03
+    envelope = pecmail.build_sdi_envelope(
+        [pecmail.Part("IT01234567890_00001_RC_001.xml", b"<RicevutaConsegna/>", "text/xml")],
+        sdi=moved,
+    )
+    path = tmp_path / "from-another-sdi.eml"
+    path.write_bytes(envelope)
+    result = _inject(sandbox, path)
+    assert result.returncode == 0, result.stderr
+    assert f"SDI now answers files sent to {moved}" in result.stdout
+    record = sandbox.wait_for_log("sdi_address_moved")
+    assert (record["old"], record["new"]) == (assigned, moved)
+    assert "injected" in str(record["reason"])
+    second = sample.fpr12(progressivo_invio="00002", numero="2")
+    sandbox.send(sample.file_name(progressivo="00002"), second, to=moved)
+    answers = [m for m in sandbox.wait_for(7)[4:] if m.type is pec.PecType.POSTA_CERTIFICATA]
+    assert [(m.sdi_address, _attachment_kinds(m)) for m in answers] == [(moved, ["RC"])]
+
+
+def test_an_injected_message_that_is_not_from_sdi_moves_no_address(
+    sandbox: Running, tmp_path: Path
+) -> None:
+    path = tmp_path / "receipt.eml"
+    path.write_bytes(pecmail.build_accettazione())
+    assert _inject(sandbox, path).returncode == 0
+    assert len(sandbox.mailbox()) == 1
+    lines = (sandbox.directory / "sandbox.log").read_text()
+    assert "message_injected" in lines
+    assert "sdi_address_moved" not in lines
 
 
 def test_deliver_of_a_missing_file_fails_naming_it(sandbox: Running, tmp_path: Path) -> None:

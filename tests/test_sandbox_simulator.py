@@ -563,3 +563,25 @@ def test_files_sent_to_sdi01_within_the_grace_after_the_first_answer_are_still_a
 
 def test_the_grace_for_sdi01_is_sixty_seconds_unless_configured() -> None:
     assert SimulatorConfig().first_address_grace_s == 60.0
+
+
+def test_a_moved_address_is_the_one_sdi_answers_on_and_is_remembered(tmp_path: Path) -> None:
+    simulator = _simulator(tmp_path, config=SimulatorConfig(first_address_grace_s=0))
+    assigned = _first(simulator, NAME, sample.fpr12())[0].sender
+    moved = (
+        "sdi04@pec.fatturapa.it"
+        if assigned == "sdi03@pec.fatturapa.it"
+        else "sdi03@pec.fatturapa.it"
+    )
+    with capture_logs() as logs:
+        assert simulator.move_address(user=USER, address=moved, now=NOW, reason="test")
+        assert not simulator.move_address(user=USER, address=moved.upper(), now=NOW, reason="again")
+    (record,) = [log for log in logs if log["event"] == "sdi_address_moved"]
+    assert (record["old"], record["new"], record["reason"]) == (assigned, moved, "test")
+    restarted = _simulator(tmp_path, config=SimulatorConfig(first_address_grace_s=0))
+    assert restarted.address_for(USER) == moved
+    outs = _send(restarted, ("IT01234567890_00002.xml", sample.fpr12(numero="2")), to=moved)
+    assert [(out.sender, _parsed(out).type) for out in outs] == [(moved, NotificationType.RC)]
+    assert (
+        _send(restarted, ("IT01234567890_00003.xml", sample.fpr12(numero="3")), to=assigned) == []
+    )

@@ -238,7 +238,7 @@ class Dovecot:
                 imap.login(user, self.users[user])
                 status, detail = imap.append(mailbox, "", None, raw)
                 if status != "OK":
-                    raise TransientError(f"IMAP APPEND refused: {detail!r}", subject=user)
+                    raise TransientError(f"IMAP APPEND refused: {_text(detail)}", subject=user)
         except (OSError, imaplib.IMAP4.error) as exc:
             raise TransientError(f"IMAP APPEND failed: {exc}", subject=user) from exc
 
@@ -398,3 +398,13 @@ def _reap(pids: list[int], timeout_s: float) -> None:
         if _alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _text(detail: object) -> str:
+    """An IMAP server's answer as a person reads it (imaplib hands a list of bytes)."""
+    items = detail if isinstance(detail, list | tuple) else [detail]
+    return " ".join(
+        item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
+        for item in items
+        if item is not None
+    )

@@ -135,6 +135,11 @@ def _send(directory: str | None, command: str, path: Path) -> int:
         data = path.read_bytes()
     except OSError as exc:
         return _fail(f"{path}: cannot read the file ({exc.strerror}); check the path")
+    if command == "inject" and not data.strip():
+        return _fail(
+            f"{path}: the file is empty (or only blank lines): give a raw mail message, e.g. a "
+            ".eml file saved from a mail client; nothing was appended"
+        )
     try:
         port, token = layout.read_control()
     except (OSError, ValueError, KeyError):

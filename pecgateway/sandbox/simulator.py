@@ -154,6 +154,19 @@ class SdiSimulator:
         user = _address(user)
         return self._state.assigned.get(user) or _candidate_address(user)
 
+    def move_address(self, *, user: str, address: str, now: datetime, reason: str) -> bool:
+        """SDI writes to ``user`` from ``address`` from now on and expects files there (True when
+        that changed): real SDI may move a sender to another sdiNN, and the sender follows it."""
+        user, address = _address(user), _address(address)
+        old = self._state.assigned.get(user)
+        if old == address:
+            return False
+        self._state.assigned[user] = address
+        self._state.announced.setdefault(user, now.isoformat())
+        self._log.warning("sdi_address_moved", sender=user, old=old, new=address, reason=reason)
+        self._save()
+        return True
+
     # ---- receiving -----------------------------------------------------------------------------
 
     def receive(
