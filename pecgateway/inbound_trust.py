@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from email.message import Message
 
-from pecgateway import ber, mail
+from pecgateway import mail, p7m
 from pecgateway.errors import MalformedMessage
 from pecgateway.pec import PecMessage, PecType
 
@@ -124,9 +124,29 @@ def _signature_problem(parsed: Message) -> str | None:
     if len(parts) != 2 or len(signatures) != 1:
         return "its S/MIME structure is not a signed content plus one signature part (smime.p7s)"
     warnings: list[str] = []
-    if not ber.is_signed_data(mail.payload_bytes(signatures[0], warnings)):
+    if not _parses_as_signed_data(mail.payload_bytes(signatures[0], warnings)):
         return "its S/MIME signature part (smime.p7s) is not a CMS signature"
     return None
+
+
+def _parses_as_signed_data(data: bytes) -> bool:
+    """Whether ``data`` parses as a CMS SignedData (with p7m's lenient asn1crypto specs), not only
+    starts with the signedData OID as a sniff would accept: its version, digest algorithms,
+    encapsulated content type and signer infos are read. Never raises."""
+    if not data.startswith(b"\x30") or len(data) > p7m.MAX_INPUT_BYTES:
+        return False
+    try:
+        info = p7m._ContentInfo.load(data, strict=False)
+        if info["content_type"].native != "signed_data":
+            return False
+        signed_data = info["content"].parse(p7m._SignedData)
+        signed_data["version"].native  # noqa: B018 -- asn1crypto parses lazily: read to check
+        signed_data["digest_algorithms"].native  # noqa: B018
+        signed_data["encap_content_info"]["content_type"].native  # noqa: B018
+        signed_data["signer_infos"].native  # noqa: B018
+    except p7m._ASN1_ERRORS:
+        return False
+    return True
 
 
 def _certified_sender(headers: mail.Headers, message: PecMessage | None) -> str | None:

@@ -20,6 +20,7 @@ from pecgateway.store import Store
 from tests.factory.gateway import Clock, Logs, event_names, files_under, once_logged
 from tests.factory.notifications import build_notification
 from tests.factory.pecmail import (
+    UNSIGNED_SIGNED_DATA,
     Part,
     build_accettazione,
     build_anomalia,
@@ -474,13 +475,22 @@ def _unsigned_accettazione(message_id: str) -> bytes:
     return _headed(plain, X_Ricevuta="accettazione", X_Riferimento_Message_ID=message_id)
 
 
+def _with_signature(raw: bytes, signature: bytes) -> bytes:
+    genuine = base64.b64encode(UNSIGNED_SIGNED_DATA)
+    assert genuine in raw
+    return raw.replace(genuine, base64.b64encode(signature))
+
+
 def _accettazione_with_a_junk_signature(message_id: str) -> bytes:
-    raw = build_accettazione(riferimento=message_id)
-    signature = base64.b64encode(
-        b"0\x80\x06\x09*\x86H\x86\xf7\r\x01\x07\x02\xa0\x80not-a-real-signature"
-    )
-    assert signature in raw
-    return raw.replace(signature, base64.b64encode(b"hello, I am a signature"))
+    return _with_signature(build_accettazione(riferimento=message_id), b"hello, I am a signature")
+
+
+# what a sniff of the first bytes accepts: a SEQUENCE starting with the signedData OID, then junk
+OID_THEN_JUNK = b"0\x80\x06\x09*\x86H\x86\xf7\r\x01\x07\x02\xa0\x80not-a-real-signature"
+
+
+def _accettazione_with_the_signed_data_oid_then_junk(message_id: str) -> bytes:
+    return _with_signature(build_accettazione(riferimento=message_id), OID_THEN_JUNK)
 
 
 def _accettazione_whose_daticert_disagrees(message_id: str) -> bytes:
@@ -492,9 +502,10 @@ def _accettazione_whose_daticert_disagrees(message_id: str) -> bytes:
     [
         (_unsigned_accettazione, "not signed by a PEC provider"),
         (_accettazione_with_a_junk_signature, "(smime.p7s) is not a CMS signature"),
+        (_accettazione_with_the_signed_data_oid_then_junk, "(smime.p7s) is not a CMS signature"),
         (_accettazione_whose_daticert_disagrees, "daticert.xml says tipo 'accettazione'"),
     ],
-    ids=["unsigned", "junk-signature", "daticert-disagrees"],
+    ids=["unsigned", "junk-signature", "oid-then-junk", "daticert-disagrees"],
 )
 async def test_a_receipt_that_is_not_pec_shaped_changes_nothing_and_is_quarantined(
     config: Config,

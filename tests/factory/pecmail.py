@@ -24,6 +24,7 @@ from lxml import etree
 __all__ = [
     "PROVIDER",
     "SDI",
+    "UNSIGNED_SIGNED_DATA",
     "Part",
     "build_accettazione",
     "build_anomalia",
@@ -57,6 +58,20 @@ class Part:
     data: bytes
     content_type: str = "application/octet-stream"
     cte: str | None = "base64"
+
+
+# A CMS SignedData that parses (version 1, no digest algorithms, id-data, no signers) but signs
+# nothing: PEC-shaped for the gateway's structural checks, forged for anyone who verifies it.
+UNSIGNED_SIGNED_DATA = bytes.fromhex(
+    "3023"  # ContentInfo
+    "06092a864886f70d010702"  # signedData
+    "a016"
+    "3014"
+    "020101"
+    "3100"  # [0] SignedData: version 1, digestAlgorithms {}
+    "300b06092a864886f70d010701"  # encapContentInfo: id-data, detached
+    "3100"  # signerInfos {}
+)
 
 
 def _flatten(message: Message) -> bytes:
@@ -243,7 +258,7 @@ def build_envelope(
     parts += [_attachment(p) for p in extra_parts]
     signature = _leaf(
         'application/x-pkcs7-signature; name="smime.p7s"',
-        _b64(b"0\x80\x06\x09*\x86H\x86\xf7\r\x01\x07\x02\xa0\x80not-a-real-signature"),
+        _b64(UNSIGNED_SIGNED_DATA),
         "base64",
         Content_Disposition='attachment; filename="smime.p7s"',
     )
