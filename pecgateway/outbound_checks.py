@@ -6,6 +6,8 @@ sent, as what, its state now, and that nothing was sent again) or its SDI file n
 
 from __future__ import annotations
 
+import io
+import zipfile
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -29,9 +31,41 @@ def check(
     duplicate = _duplicate(gw, account, name, digest)
     if duplicate is not None:
         problems = (duplicate,)
-    elif payload is not None and not name.lower().endswith(".zip"):
-        problems = validate.check(payload, name, gw.schemas)
+    elif payload is not None:
+        problems = validate.check(payload, name, gw.schemas) + _entry_paths(payload)
     return _facts(payload), problems
+
+
+def _entry_paths(data: bytes) -> tuple[validate.Problem, ...]:
+    """A zip entry named with a folder or ``..`` (``../x.xml``, ``/etc/x.xml``): SDI wants plain
+    names, and ``validate`` reads each entry by its base name only. Checked for any zip content."""
+    if not data.startswith(b"PK"):
+        return ()
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = [info.filename for info in archive.infolist()[:_MAX_NAMES_READ]]
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+        return ()  # validate.check already says the archive cannot be opened
+    bad = [name for name in names if _has_path(name)]
+    if not bad:
+        return ()
+    shown = ", ".join(repr(name) for name in bad[:3]) + (" ..." if len(bad) > 3 else "")
+    message = f"the zip archive names entries with a folder or '..': {shown}"
+    return (validate.Problem("zip", message, None, None, _ENTRY_PATH_HINT),)
+
+
+_MAX_NAMES_READ = 1000  # more entries than this are refused by validate anyway
+
+
+def _has_path(name: str) -> bool:
+    parts = name.replace("\\", "/").split("/")
+    return len(parts) > 1 or ".." in parts or name.startswith("/") or ":" in name
+
+
+_ENTRY_PATH_HINT = (
+    "make the archive again with an ordinary zip program from the invoice files themselves: "
+    "no folders inside, plain file names only"
+)
 
 
 def _duplicate(gw: Gateway, account: Account, name: str, digest: str) -> validate.Problem | None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
+import zipfile
 from collections.abc import Callable, MutableMapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -311,3 +313,73 @@ async def test_a_rejected_name_fixed_and_sent_keeps_the_rejection_only_as_histor
         f"{history}.reason.txt",
     ]
     assert file_names(outbox_dir / "sent") == [NAME]
+
+
+# ---- zip archives are checked like any file --------------------------------------------------
+
+ZIP_NAME = "IT01234567890_00001.zip"
+
+
+def _zip(entries: Sequence[tuple[str, bytes]]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries:
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _bomb() -> bytes:
+    return _zip([("IT01234567890_00002.xml", b"\0" * (20 * 1024 * 1024))])
+
+
+def _zip_in_zip() -> bytes:
+    return _zip([("IT01234567890_00002.zip", _zip([(NAME, sample.fpr12())]))])
+
+
+def _dot_dot_entry() -> bytes:
+    return _zip([("../IT01234567890_00002.xml", sample.fpr12())])
+
+
+def _many_entries() -> bytes:
+    return _zip([(f"IT01234567890_{n:05d}.xml", b"<a/>") for n in range(1, 5001)])
+
+
+def _text() -> bytes:
+    return b"this is a note, not an archive\n"
+
+
+@pytest.mark.parametrize(
+    ("build", "words"),
+    [
+        (_bomb, "expands"),
+        (_zip_in_zip, "archive inside the zip archive"),
+        (_dot_dot_entry, "'../IT01234567890_00002.xml'"),
+        (_many_entries, "5000 entries"),
+        (_text, ""),
+    ],
+    ids=["bomb", "zip-in-zip", "dot-dot-entry", "5000-entries", "text-named-zip"],
+)
+async def test_a_bad_zip_in_the_outbox_is_rejected_with_the_reason_never_sent(
+    config: Config,
+    smtp: SmtpServer,
+    outbox_dir: Path,
+    build: Callable[[], bytes],
+    words: str,
+) -> None:
+    (outbox_dir / ZIP_NAME).write_bytes(build())
+    logs = await _once(config)
+    assert smtp.received == []
+    assert _outcomes(logs) == ["rejected"]
+    problems = _reason(outbox_dir, ZIP_NAME)["problems"]
+    assert problems
+    assert all(problem["code"] != "internal-error" for problem in problems)
+    assert words in " ".join(problem["message"] for problem in problems)
+
+
+async def test_a_zip_holding_one_good_invoice_is_sent(
+    config: Config, smtp: SmtpServer, outbox_dir: Path
+) -> None:
+    (outbox_dir / ZIP_NAME).write_bytes(_zip([(NAME, sample.fpr12())]))
+    logs = await _once(config)
+    assert _outcomes(logs) == ["sent"]
+    assert len(smtp.received) == 1
