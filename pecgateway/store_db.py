@@ -7,6 +7,7 @@ The records themselves live in store.py (outgoing) and store_inbound.py (what th
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -93,6 +94,9 @@ MIGRATIONS: Sequence[str] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+_TABLES = frozenset(
+    re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", "\n".join(MIGRATIONS), re.IGNORECASE)
+)
 
 _PRAGMAS = (
     "PRAGMA journal_mode = WAL",
@@ -165,6 +169,17 @@ class Database:
         for pragma in _PRAGMAS:
             self._db.execute(pragma)
         self._migrate()
+        self._check_tables()
+
+    def _check_tables(self) -> None:
+        """Every table the migrations made is there (a dropped one is damage, not a new store)."""
+        present = {
+            str(row[0])
+            for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        missing = sorted(_TABLES - present)
+        if missing:
+            raise sqlite3.DatabaseError(f"tables missing: {', '.join(missing)}")
 
     def close(self) -> None:
         """Close the connection."""

@@ -365,14 +365,22 @@ def _damaged(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def _table_dropped(path: Path) -> None:
+    Store(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE outgoing_event")
+    db.close()
+
+
 @pytest.mark.parametrize(
     ("make", "words"),
     [
         (lambda p: p.write_bytes(b"not sqlite " * 500), "the store is damaged (file is not a"),
         (_damaged, "the store is damaged (database disk image is malformed)"),
+        (_table_dropped, "the store is damaged (tables missing: outgoing_event)"),
         (lambda p: p.mkdir(), "is a folder, not a store file"),
     ],
-    ids=["not-a-database", "malformed", "a-folder"],
+    ids=["not-a-database", "malformed", "table-dropped", "a-folder"],
 )
 def test_a_store_that_cannot_be_opened_names_the_path_and_what_to_do(
     tmp_path: Path, make: Callable[[Path], None], words: str
