@@ -202,7 +202,7 @@ def load(
     """
     document = _read_toml(path)
     env = os.environ if environ is None else environ
-    reader = TableReader(path.parent, env, refused={"password": _NO_PASSWORD})
+    reader = TableReader(path.absolute().parent, env, refused={"password": _NO_PASSWORD})
     directory = credentials_dir or (
         Path(env["CREDENTIALS_DIRECTORY"]) if env.get("CREDENTIALS_DIRECTORY") else None
     )

@@ -93,10 +93,20 @@ def _folder(key: str, path: Path) -> Finding:
         return Finding(key, path, None, "exists")
     ancestor = next(parent for parent in path.parents if parent.exists())
     if ancestor.is_dir() and os.access(ancestor, os.W_OK | os.X_OK):
-        return Finding(key, path, None, "created at start")
+        return Finding(key, path, None, _created_at_start(path, ancestor))
     return Finding(
         key,
         path,
         f"does not exist and {_user()} may not create it in {ancestor}: create it (e.g. install -d "
         f"-m 2770 -o pecgateway -g pecgateway {path})",
+    )
+
+
+def _created_at_start(path: Path, ancestor: Path) -> str:
+    """The note for a folder not there yet that this user could make: the service's user may not."""
+    missing = "" if ancestor == path.parent else f", nor does {path.parent}"
+    return (
+        f"does not exist yet{missing}: the service creates it at start only if its user may "
+        f"write in {ancestor} and, under systemd, {ancestor} is in ReadWritePaths; to be sure, "
+        f"create it now: install -d -m 2770 -o pecgateway -g pecgateway {path}"
     )

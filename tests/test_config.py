@@ -346,3 +346,12 @@ def test_a_byte_order_mark_at_the_start_is_accepted(tmp_path: Path) -> None:
     path = write_config(tmp_path, "")
     path.write_bytes("\ufeff".encode() + account_toml().encode())
     assert load(path).accounts[0].name == "main"
+
+
+def test_relative_paths_of_a_config_named_relatively_are_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_config(tmp_path, account_toml())
+    monkeypatch.chdir(tmp_path)
+    config = load(Path("pecgateway.toml"))
+    assert config.accounts[0].outbox == tmp_path / "main" / "outbox"
