@@ -53,4 +53,4 @@ demo: system-deps venv
 	    --stylesheets-from "$(STYLESHEETS_FROM)"
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.* demo *.egg-info
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.* demo sb *.egg-info
