@@ -116,8 +116,7 @@ def _from_sdi(unit: Unit, node: Node, raw: bytes, trust: Trust) -> str:
     """Every part of SDI's message handled: notifications and invoices filed; when a part cannot
     be handled, the raw message is quarantined too, its reason naming that part."""
     parts = sort_parts(node)
-    for child in parts.notifications:
-        _notification(unit, child)
+    correlated = [_notification(unit, child) for child in parts.notifications]
     if parts.invoices:
         inbound_invoice.file_invoices(unit, node, parts.invoices)
     outcomes = ["notification"] * bool(parts.notifications) + ["invoice"] * bool(parts.invoices)
@@ -126,8 +125,8 @@ def _from_sdi(unit: Unit, node: Node, raw: bytes, trust: Trust) -> str:
     if parts.unhandled:
         plan_quarantine(unit, raw, partly_filed(parts.unhandled, outcomes), node)
         return "+".join([*outcomes, "quarantined"])
-    if trust.sdi_address and (parts.notifications or (parts.invoices and parts.metadata)):
-        _learn_sdi_address(unit, trust.sdi_address)
+    if trust.sdi_address and (any(correlated) or (parts.invoices and parts.metadata)):
+        _learn_sdi_address(unit, trust.sdi_address)  # never from orphans: anyone can write those
     return "+".join(outcomes)
 
 
@@ -218,7 +217,8 @@ def _advance(
 # ---- SDI notifications -------------------------------------------------------------------------
 
 
-def _notification(unit: Unit, node: Node) -> None:
+def _notification(unit: Unit, node: Node) -> bool:
+    """Records one SDI notification; True when it is about one of our outgoing files."""
     gw, account = unit.gw, unit.account
     notification = node.notification
     assert notification is not None
@@ -258,6 +258,7 @@ def _notification(unit: Unit, node: Node) -> None:
             detail=detail,
             path=unit.shown(relpath),
         )
+    return outgoing is not None
 
 
 def _correlate(unit: Unit, notification: Notification) -> Outgoing | None:

@@ -610,3 +610,50 @@ async def test_a_plain_mail_posing_as_sdi_with_an_unreadable_file_is_not_called_
     assert "SDI delivered" not in entry["reason"]
     assert entry["reason"].startswith("not a PEC receipt, SDI notification or invoice (a plain")
     assert "broken.xml cannot be read" in entry["reason"]
+
+
+# ---- the SDI address is learned only from SDI's message about our files --------------------------
+
+
+def _orphan_rc() -> Part:
+    xml = build_notification(
+        NotificationType.RC, "B2B", nome_file="IT05555555555_ZZZZZ.xml", identificativo_sdi="999"
+    )
+    return Part("IT05555555555_ZZZZZ_RC_001.xml", xml, "text/xml")
+
+
+async def test_an_orphan_sdi_notification_never_changes_the_sdi_address(
+    config: Config,
+    clock: Clock,
+    store: Store,
+    smtp: SmtpServer,
+    dovecot: Dovecot,
+    mail_user: MailAccount,
+) -> None:
+    await _sent(config, clock, smtp)
+    dovecot.append(mail_user.user, build_sdi_envelope([_orphan_rc()], sdi="sdi99@pec.fatturapa.it"))
+    logs = await _once(config, clock)
+    assert "orphan_notification_recorded" in event_names(logs)
+    assert "sdi_address_changed" not in event_names(logs)
+    assert store.sdi_address_history("main") == []
+    assert _state(store) == "sent"
+    (config.accounts[0].outbox / "IT01234567890_00002.xml").write_bytes(
+        sample.fpr12(progressivo_invio="00002")
+    )
+    await _once(config, clock)
+    assert smtp.received[-1].rcpt_tos == [SDI01]  # the next invoice still goes where SDI reads
+
+
+async def test_an_sdi_notification_about_our_file_teaches_the_sdi_address(
+    config: Config,
+    clock: Clock,
+    store: Store,
+    smtp: SmtpServer,
+    dovecot: Dovecot,
+    mail_user: MailAccount,
+) -> None:
+    await _sent(config, clock, smtp)
+    dovecot.append(mail_user.user, build_sdi_envelope([_rc()], sdi="sdi42@pec.fatturapa.it"))
+    logs = await _once(config, clock)
+    assert "sdi_address_changed" in event_names(logs)
+    assert store.sdi_address("main") == "sdi42@pec.fatturapa.it"
