@@ -387,7 +387,7 @@ def _add_core_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
     p = sub.add_parser("schemas", help="manage the official XSD schemas")
     schemas_sub = p.add_subparsers(dest="schemas_command", required=True, metavar="COMMAND")
-    text = "copy the official XSDs after checking their SHA-256"
+    text = "copy the official XSDs and stylesheets (XSL) after checking their SHA-256"
     inst = schemas_sub.add_parser("install", help=text, description=text)
     inst.add_argument(
         "--from",

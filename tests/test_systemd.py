@@ -67,6 +67,19 @@ def test_hardening_directive_is_set(key: str, value: str) -> None:
     assert value in _directives()[key]
 
 
+def test_the_state_directory_is_closed_to_other_users() -> None:
+    directives = _directives()
+    assert directives["StateDirectory"] == ["pecgateway"]
+    assert directives["StateDirectoryMode"] == ["0750"]
+
+
+def test_readme_says_what_protecthome_and_readwritepaths_need() -> None:
+    readme = README.read_text(encoding="utf-8")
+    assert "ProtectHome=read-only" in readme
+    assert "ReadWritePaths" in readme
+    assert "must exist before" in readme
+
+
 def test_credentials_and_writable_paths_are_declared() -> None:
     directives = _directives()
     assert directives["LoadCredential"]
