@@ -26,8 +26,11 @@ if TYPE_CHECKING:
     from pecgateway.pec import PecMessage
 
 __all__ = [
+    "LABEL_MAX",
     "Described",
+    "bounded",
     "describe",
+    "foreign_receipt",
     "not_from_sdi",
     "partly_filed",
     "plan_quarantine",
@@ -37,6 +40,7 @@ __all__ = [
 
 _log = get_logger()
 _SUBJECT_MAX = 80  # characters of the subject kept in a file name
+LABEL_MAX = 200  # characters of a subject or sender kept in a label, a reason or a log line
 _NO_SUBJECT = {sink.Language.IT: "senza oggetto", sink.Language.EN: "no subject"}
 _INVIO_FILE = re.compile(r"\bInvio File (\d+)\b", re.IGNORECASE)
 
@@ -52,8 +56,8 @@ class Described:
 
     def label(self) -> str:
         """``PEC message from X, "subject", of 2026-12-03 10:47``: a quarantine entry's ``what``."""
-        subject = f'"{self.subject}"' if self.subject else "no subject"
-        sender = self.sender or "an unknown sender"
+        subject = f'"{bounded(self.subject)}"' if self.subject else "no subject"
+        sender = bounded(self.sender) if self.sender else "an unknown sender"
         return f"{self.kind} from {sender}, {subject}, of {self.date:%Y-%m-%d %H:%M}"
 
     def file_name(self, language: sink.Language, extension: str = ".eml") -> str:
@@ -61,6 +65,12 @@ class Described:
         words = "".join(" " if _unsafe(ch) else ch for ch in self.subject or "").split()
         subject = " ".join(words)[:_SUBJECT_MAX].rstrip(" .") or _NO_SUBJECT[language]
         return sink.safe_name(f"{self.date:%Y-%m-%d %H%M} {subject}{extension}")
+
+
+def bounded(text: str, limit: int = LABEL_MAX) -> str:
+    """``text`` cut to ``limit`` characters, an ellipsis saying it was cut (a 1 MB Subject must not
+    make a 1 MB log line or status entry)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _unsafe(ch: str) -> bool:
@@ -184,9 +194,21 @@ def untrusted_receipt(message: PecMessage, trust: Trust) -> str:
     kind = message.type.value if message.type is not None else "receipt"
     why = trust.problem or "it has no X-Ricevuta header"
     return (
-        f"looks like a PEC receipt ({kind}) from {trust.sender or 'an unknown sender'} but is not "
+        f"looks like a PEC receipt ({kind}) from {bounded(trust.sender or 'an unknown sender')} "
+        "but is not "
         f"one: {why}; it changed nothing. A genuine receipt comes signed from a PEC provider: check "
         "the invoice's state with pecgateway status and ask your PEC provider if it looks wrong"
+    )
+
+
+def foreign_receipt(message: PecMessage, mittente: str, file_name: str, address: str) -> str:
+    """A PEC receipt about our message whose certified sender is another account: forged."""
+    kind = message.type.value if message.type is not None else "receipt"
+    return (
+        f"a PEC receipt ({kind}) about our {file_name} says in its daticert.xml that the message was "
+        f"sent by {bounded(mittente)}, not by this account ({address}): it is not trusted and "
+        "changed nothing. Check the invoice's state with pecgateway status and ask your PEC "
+        "provider if it looks wrong"
     )
 
 
@@ -224,7 +246,7 @@ def _carried(node: Node) -> str:
 
 
 def _carrier(trust: Trust) -> str:
-    sender = trust.sender or "an unknown sender"
+    sender = bounded(trust.sender or "an unknown sender")
     if trust.origin is Origin.PEC:
         return f"a PEC message from {sender}, who is not SDI (sdiNN@pec.fatturapa.it)"
     if trust.problem is not None:
