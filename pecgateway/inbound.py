@@ -18,7 +18,9 @@ from pecgateway.errors import InvalidTransition
 from pecgateway.inbound_files import Source, Unit, write_pending
 from pecgateway.inbound_parts import sort_parts
 from pecgateway.inbound_quarantine import (
+    bounded,
     describe,
+    foreign_receipt,
     not_from_sdi,
     partly_filed,
     plan_quarantine,
@@ -143,6 +145,12 @@ def _receipt(unit: Unit, node: Node, message: PecMessage, event: lifecycle.Event
     gw, account = unit.gw, unit.account
     reference = message.riferimento_message_id
     outgoing = gw.store.find_outgoing_by_message_id(reference, account.name) if reference else None
+    foreign = _foreign_mittente(message, account.address) if outgoing is not None else None
+    if foreign is not None:
+        assert outgoing is not None
+        _log.warning("receipt_untrusted", file=outgoing.file_name, mittente=bounded(foreign))
+        reason = foreign_receipt(message, foreign, outgoing.file_name, account.address)
+        return plan_quarantine(unit, node.data, reason, node)
     detail = message.errore_esteso or message.errore or ""
     if outgoing is not None:
         _advance(unit, outgoing, event, detail)
@@ -175,6 +183,16 @@ def _receipt(unit: Unit, node: Node, message: PecMessage, event: lifecycle.Event
         "receipt_recorded", receipt=event.value, file=outgoing.file_name, path=unit.shown(relpath)
     )
     return "receipt"
+
+
+def _foreign_mittente(message: PecMessage, address: str) -> str | None:
+    """The daticert ``mittente`` of a receipt when it is not our account (a receipt is about a
+    message WE sent, so its certified sender is us); None when it is us or not written."""
+    daticert = message.daticert
+    mittente = (daticert.mittente or "").strip().strip("<>") if daticert is not None else ""
+    if not mittente or mittente.lower() == address.strip().lower():
+        return None
+    return mittente
 
 
 def _advance(

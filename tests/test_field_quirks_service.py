@@ -283,7 +283,9 @@ async def test_bl37_a_message_already_seen_before_the_first_poll_is_processed(
     mail_user: MailAccount,
 ) -> None:
     message_id = await _sent(config, clock, smtp)
-    dovecot.append(mail_user.user, pecmail.build_accettazione(riferimento=message_id))
+    dovecot.append(
+        mail_user.user, pecmail.build_accettazione(riferimento=message_id, mittente=mail_user.user)
+    )
     _set_flags(dovecot, mail_user.user, 1, "\\Seen")  # a person read it in the webmail
     assert _flags(dovecot, mail_user.user)["1"] == {"\\Seen"}
     await _once(config, clock)
@@ -299,7 +301,9 @@ async def test_bl38_the_service_leaves_every_flag_exactly_as_it_was(
     store: Store,
 ) -> None:
     message_id = await _sent(config, clock, smtp)
-    dovecot.append(mail_user.user, pecmail.build_accettazione(riferimento=message_id))
+    dovecot.append(
+        mail_user.user, pecmail.build_accettazione(riferimento=message_id, mittente=mail_user.user)
+    )
     dovecot.append(mail_user.user, _sdi_message(NotificationType.RC))
     dovecot.append(mail_user.user, pecmail.build_plain_mail())  # quarantined
     _set_flags(dovecot, mail_user.user, 1, "\\Seen \\Flagged")
@@ -320,7 +324,9 @@ async def test_bl39_processing_never_deletes_or_expunges(
     mail_user: MailAccount,
 ) -> None:
     message_id = await _sent(config, clock, smtp)
-    dovecot.append(mail_user.user, pecmail.build_accettazione(riferimento=message_id))
+    dovecot.append(
+        mail_user.user, pecmail.build_accettazione(riferimento=message_id, mittente=mail_user.user)
+    )
     dovecot.append(mail_user.user, pecmail.build_plain_mail())
     dovecot.append(mail_user.user, _sdi_message(NotificationType.RC, nome_file=NAME_2))  # orphan
     await _once(config, clock)
@@ -342,7 +348,7 @@ async def test_bl39_with_move_to_a_processed_receipt_is_in_the_target_folder(
     imap = {"move_to": "Archive"}
     config = service_config(tmp_path, schema_dir, smtp, mail_user, quick=True, imap=imap)
     message_id = await _sent(config, clock, smtp)
-    receipt = pecmail.build_accettazione(riferimento=message_id)
+    receipt = pecmail.build_accettazione(riferimento=message_id, mittente=mail_user.user)
     dovecot.append(mail_user.user, receipt)
     await _once(config, clock)
     assert dovecot.count(mail_user.user, "INBOX") == 0
@@ -372,7 +378,9 @@ async def test_bl40_a_drop_mid_fetch_leaves_the_message_unprocessed_for_the_next
     config = service_config(tmp_path, schema_dir, smtp, proxied, quick=True)
     message_id = await _sent(config, clock, smtp)
     padding = Part("allegato.pdf", b"%PDF-1.4\n" + b"x" * 1_500_000, "application/pdf")
-    receipt = pecmail.build_accettazione(riferimento=message_id, extra_parts=[padding])
+    receipt = pecmail.build_accettazione(
+        riferimento=message_id, extra_parts=[padding], mittente=mail_user.user
+    )
     dovecot.append(mail_user.user, receipt)
     proxy.drop_after(300_000)  # well after login and SEARCH, well before the end of the body
     logs = await _once(config, clock)
@@ -472,7 +480,9 @@ async def test_f1_a_providers_receipt_never_teaches_an_sdi_address(
 ) -> None:
     message_id = await _sent(config, clock, smtp)
     receipt = pecmail.build_accettazione(
-        riferimento=message_id, sender="posta-certificata@pec.provider.example"
+        riferimento=message_id,
+        sender="posta-certificata@pec.provider.example",
+        mittente=mail_user.user,
     )
     dovecot.append(mail_user.user, receipt)
     await _once(config, clock)
@@ -543,12 +553,12 @@ async def test_f5_every_x_ricevuta_value_lands_as_its_own_lifecycle_event(
     now = clock()
     receipts = [
         provider.build_accettazione(gestore, original, now),
-        pecmail.build_presa_in_carico(riferimento=message_id),
+        pecmail.build_presa_in_carico(riferimento=message_id, mittente=mail_user.user),
         provider.build_consegna(gestore, original, SDI01, now),
         provider.build_preavviso_errore_consegna(gestore, original, SDI01, now),
         provider.build_errore_consegna(gestore, original, SDI01, now),
         provider.build_non_accettazione(gestore, original, now, "dimensione eccessiva"),
-        pecmail.build_rilevazione_virus(riferimento=message_id),
+        pecmail.build_rilevazione_virus(riferimento=message_id, mittente=mail_user.user),
     ]
     for raw in receipts:
         dovecot.append(mail_user.user, raw)
@@ -608,7 +618,8 @@ async def test_f7_notifications_for_the_second_invoice_never_touch_the_first(
     second_id = await _sent(config, clock, smtp, NAME_2)
     first_before = store.events(_record(store).id)
     dovecot.append(
-        mail_user.user, pecmail.build_accettazione(riferimento=second_id, oggetto=NAME_2)
+        mail_user.user,
+        pecmail.build_accettazione(riferimento=second_id, oggetto=NAME_2, mittente=mail_user.user),
     )
     rc = _sdi_message(NotificationType.RC, nome_file=NAME_2, identificativo_sdi="2024")
     dovecot.append(mail_user.user, rc)

@@ -25,6 +25,7 @@ from tests.factory.pecmail import (
     build_accettazione,
     build_anomalia,
     build_daticert,
+    build_errore_consegna,
     build_plain_mail,
     build_sdi_envelope,
 )
@@ -537,7 +538,9 @@ async def test_a_pec_shaped_receipt_is_trusted_and_the_log_says_its_signature_is
     mail_user: MailAccount,
 ) -> None:
     message_id = await _sent(config, clock, smtp)
-    dovecot.append(mail_user.user, build_accettazione(riferimento=message_id))
+    dovecot.append(
+        mail_user.user, build_accettazione(riferimento=message_id, mittente=mail_user.user)
+    )
     logs = await _once(config, clock)
     assert _state(store) == "accepted"
     [line] = [x for x in logs if x["event"] == "pec_origin_accepted"]
@@ -657,3 +660,61 @@ async def test_an_sdi_notification_about_our_file_teaches_the_sdi_address(
     logs = await _once(config, clock)
     assert "sdi_address_changed" in event_names(logs)
     assert store.sdi_address("main") == "sdi42@pec.fatturapa.it"
+
+
+# ---- a receipt about our message certifies that WE sent it ---------------------------------------
+
+
+async def test_a_receipt_whose_daticert_mittente_is_not_our_account_changes_nothing(
+    config: Config,
+    clock: Clock,
+    store: Store,
+    smtp: SmtpServer,
+    dovecot: Dovecot,
+    mail_user: MailAccount,
+) -> None:
+    message_id = await _sent(config, clock, smtp)
+    forged = build_errore_consegna(
+        riferimento=message_id,
+        mittente="someone@evil.example",
+        sender="posta-certificata@evil.example",
+    )
+    dovecot.append(mail_user.user, forged)
+    logs = await _once(config, clock)
+    assert _state(store) == "sent"
+    assert "receipt_untrusted" in event_names(logs)
+    [entry] = _quarantined(store)
+    assert f"about our {OURS}" in entry["reason"]
+    assert "sent by someone@evil.example, not by this account" in entry["reason"]
+
+
+async def test_a_receipt_whose_daticert_mittente_is_our_account_in_any_case_is_trusted(
+    config: Config,
+    clock: Clock,
+    store: Store,
+    smtp: SmtpServer,
+    dovecot: Dovecot,
+    mail_user: MailAccount,
+) -> None:
+    message_id = await _sent(config, clock, smtp)
+    receipt = build_errore_consegna(riferimento=message_id, mittente=mail_user.user.upper())
+    dovecot.append(mail_user.user, receipt)
+    await _once(config, clock)
+    assert _state(store) == "pec-error"
+    assert _quarantined(store) == []
+
+
+# ---- bounded labels ------------------------------------------------------------------------------
+
+
+async def test_a_huge_subject_is_cut_in_the_quarantine_label_and_the_log(
+    config: Config, clock: Clock, store: Store, dovecot: Dovecot, mail_user: MailAccount
+) -> None:
+    dovecot.append(mail_user.user, build_plain_mail(subject="x" * 1_000_000))
+    logs = await _once(config, clock)
+    [entry] = _quarantined(store)
+    assert len(entry["what"]) < 500
+    assert '"' + "x" * 199 + '…"' in entry["what"]
+    [line] = [x for x in logs if x["event"] == "message_quarantined"]
+    assert len(line["what"]) < 500
+    assert all(len(str(value)) < 5000 for x in logs for value in x.values())

@@ -191,7 +191,10 @@ async def test_after_a_crash_a_sending_invoice_is_not_resent_but_reconciled(
     message_id = await _crash_while_sending(config, store, clock)
     await _once(config, clock)
     assert smtp.received == []
-    dovecot.append(mail_user.user, build_accettazione(riferimento=message_id, oggetto=NAME))
+    dovecot.append(
+        mail_user.user,
+        build_accettazione(riferimento=message_id, oggetto=NAME, mittente=mail_user.user),
+    )
     await _once(config, clock)  # the receipt arrives
     await _once(config, clock)  # the claimed file is finished
     assert smtp.received == []
@@ -226,7 +229,7 @@ async def test_accettazione_moves_the_invoice_to_accepted_and_is_filed(
     drop_invoice(config)
     await _once(config, clock)
     message_id = smtp.received[0].message["Message-ID"]
-    receipt = build_accettazione(riferimento=message_id, oggetto=NAME)
+    receipt = build_accettazione(riferimento=message_id, oggetto=NAME, mittente=mail_user.user)
     dovecot.append(mail_user.user, receipt)
     logs = await _once(config, clock)
     record = store.find_outgoing_by_file("main", NAME)
@@ -307,7 +310,9 @@ async def test_plain_foreign_mail_is_quarantined_and_the_mailbox_goes_on(
     plain = build_plain_mail()
     dovecot.append(mail_user.user, plain)
     message_id = smtp.received[0].message["Message-ID"]
-    dovecot.append(mail_user.user, build_accettazione(riferimento=message_id))
+    dovecot.append(
+        mail_user.user, build_accettazione(riferimento=message_id, mittente=mail_user.user)
+    )
     await _once(config, clock)
     quarantined = store.snapshot("main")["quarantined"]
     assert isinstance(quarantined, list)
@@ -613,7 +618,10 @@ async def test_a_crash_before_the_ack_makes_the_next_pass_only_acknowledge(
     drop_invoice(config)
     await _once(config, clock)
     message_id = smtp.received[0].message["Message-ID"]
-    dovecot.append(mail_user.user, build_accettazione(riferimento=message_id, oggetto=NAME))
+    dovecot.append(
+        mail_user.user,
+        build_accettazione(riferimento=message_id, oggetto=NAME, mittente=mail_user.user),
+    )
     dovecot.append(mail_user.user, _rc())
     dovecot.append(mail_user.user, _supplier_envelope())
     dovecot.append(mail_user.user, build_plain_mail())

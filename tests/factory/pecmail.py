@@ -290,10 +290,12 @@ def _receipt(
     consegna: str | None = None,
     ricevuta: str | None = None,
     x_ricevuta: str | None = None,
+    mittente: str = OURS,
     **envelope: Any,
 ) -> bytes:
     daticert = build_daticert(
         tipo,
+        mittente=mittente,
         oggetto=oggetto,
         errore=errore,
         errore_esteso=errore_esteso,
