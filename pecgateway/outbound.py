@@ -34,10 +34,18 @@ if TYPE_CHECKING:
     from pecgateway.config import Account
     from pecgateway.service import Gateway
 
-__all__ = ["ONCE_ATTEMPTS", "SMTP_DEFERRED", "delivery_overdue", "overdue", "take"]
+__all__ = [
+    "ONCE_ATTEMPTS",
+    "SMTP_DEFERRED",
+    "SMTP_OUTCOME_UNKNOWN",
+    "delivery_overdue",
+    "overdue",
+    "take",
+]
 
 ONCE_ATTEMPTS = 3  # `pecgateway once` gives up on a transient SMTP failure after this many tries
 SMTP_DEFERRED = "smtp-deferred"  # audit note: the last attempt failed for sure, resend at once
+SMTP_OUTCOME_UNKNOWN = "smtp-outcome-unknown"  # audit note: sent, reply lost; wait for a receipt
 _RESUMABLE = (State.QUEUED, State.SENDING)
 _log = get_logger()
 
@@ -255,6 +263,9 @@ def _refusal(gw: Gateway, record: Outgoing) -> validate.Problem:
 async def _send(
     gw: Gateway, account: Account, record: Outgoing, claimed: Path, data: bytes, stop: asyncio.Event
 ) -> str:
+    record = _fresh(gw, record)
+    if record.state not in _RESUMABLE:  # a receipt or SDI's answer came: never send again
+        return _finish(gw, account, record, claimed, data, reply="")
     if record.state is State.SENDING and not _may_resend(gw, account, record):
         _log.debug(
             "invoice_awaiting_reconciliation",
@@ -274,9 +285,17 @@ async def _send(
         _log.error("invoice_send_failed", file=record.file_name, reason=exc.reason)
         return _reject(gw, record, claimed, (problem,))
     if reply is None:
-        return "deferred"
+        record = _fresh(gw, record)
+        if record.state in _RESUMABLE:
+            return "deferred"
+        return _finish(gw, account, record, claimed, data, reply="")
     record = gw.store.transition(record.id, Event.SENT, at=gw.clock(), source="smtp", detail=reply)
     return _finish(gw, account, record, claimed, data, reply=reply)
+
+
+def _fresh(gw: Gateway, record: Outgoing) -> Outgoing:
+    """``record`` as the store has it now (receipts may have come in meanwhile)."""
+    return gw.store.find_outgoing(record.id) or record
 
 
 def _may_resend(gw: Gateway, account: Account, record: Outgoing) -> bool:
@@ -331,11 +350,17 @@ def _domain(account: Account) -> str:
 async def _deliver(
     gw: Gateway, account: Account, record: Outgoing, message: EmailMessage, stop: asyncio.Event
 ) -> str | None:
-    """The server's reply, or None when it must wait (stop asked, or `once` gave up)."""
+    """The server's reply, or None when it must wait: stop asked, `once` gave up, the outcome is
+    unknown (the message went out, its reply did not come), or a receipt came meanwhile."""
     delay = account.smtp.retry_initial_s
     for attempt in range(1, 1_000_000):
+        if attempt > 1 and _fresh(gw, record).state is not State.SENDING:
+            return None  # a receipt or SDI's answer arrived while waiting: never resend
         try:
             return await smtp.send(message, account.smtp, password=account.smtp.password.reveal())
+        except smtp.OutcomeUnknown as exc:
+            _outcome_unknown(gw, account, record, exc)
+            return None
         except TransientError as exc:
             gw.store.note(record.id, SMTP_DEFERRED, at=gw.clock(), source="smtp", detail=str(exc))
             wait_s = delay * random.uniform(0.5, 1.0)
@@ -350,6 +375,28 @@ async def _deliver(
                 return None
             delay = min(delay * 2, account.smtp.retry_max_s)
     return None
+
+
+def _outcome_unknown(
+    gw: Gateway, account: Account, record: Outgoing, exc: smtp.OutcomeUnknown
+) -> None:
+    """Recorded like an interrupted send: still ``sending``, no ``smtp-deferred``; the message's
+    ACCETTAZIONE reconciles it, and it is resent only after ``resend_after_s`` without one."""
+    gw.store.note(record.id, SMTP_OUTCOME_UNKNOWN, at=gw.clock(), source="smtp", detail=str(exc))
+    _log.warning(
+        "send_outcome_unknown",
+        file=record.file_name,
+        message_id=record.message_id,
+        reason=str(exc),
+        resend_after_s=account.resend_after_s,
+        hint=_OUTCOME_UNKNOWN_HINT,
+    )
+
+
+_OUTCOME_UNKNOWN_HINT = (
+    "the provider may have taken the message: it is not sent again while its receipt "
+    "(ACCETTAZIONE) may still come; without one it is resent after resend_after_s"
+)
 
 
 async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:

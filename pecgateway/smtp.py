@@ -3,11 +3,14 @@
 Owns the SMTP conversation: implicit TLS or STARTTLS with certificate verification always on, login,
 one message, quit, every step under ``asyncio.timeout``. Converts library failures into
 ``TransientError`` (network, timeouts, 4xx, login refused) or ``PermanentSendError`` (5xx on the message).
+A failure before the message's data was fully sent is a sure failure; a timeout or a drop while
+waiting for the reply to the data is ``OutcomeUnknown`` (the server may have taken the message).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from email.message import EmailMessage
 from typing import Protocol
@@ -17,7 +20,12 @@ import aiosmtplib
 from pecgateway import tls
 from pecgateway.errors import PermanentSendError, TransientError
 
-__all__ = ["Endpoint", "check_login", "send", "tls_context"]
+__all__ = ["Endpoint", "OutcomeUnknown", "check_login", "send", "tls_context"]
+
+
+class OutcomeUnknown(TransientError):
+    """The whole message went to the server, then its reply never came (a timeout, a drop): the
+    server may well have taken it. Never resend at once; wait for the message's receipt."""
 
 
 class Endpoint(Protocol):
@@ -58,9 +66,8 @@ async def send(message: EmailMessage, endpoint: Endpoint, *, password: str) -> s
     try:
         await _login(client, endpoint, password)
         async with asyncio.timeout(endpoint.timeout_s):
-            _refused, reply = await client.send_message(message)
-    except aiosmtplib.SMTPRecipientsRefused as exc:
-        raise _from_response(where, exc.recipients[0]) from exc
+            await _envelope(client, message)
+        reply = await _data(client, message, endpoint.timeout_s, where)
     except aiosmtplib.SMTPResponseException as exc:
         raise _from_response(where, exc) from exc
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
@@ -68,6 +75,64 @@ async def send(message: EmailMessage, endpoint: Endpoint, *, password: str) -> s
     finally:
         await _quit(client, endpoint.timeout_s)
     return reply
+
+
+async def _envelope(client: aiosmtplib.SMTP, message: EmailMessage) -> None:
+    """MAIL FROM and RCPT TO from the message's headers (a refusal raises with its code)."""
+    sender = aiosmtplib.email.extract_sender(message)
+    recipients = aiosmtplib.email.extract_recipients(message)
+    if sender is None or not recipients:
+        raise ValueError("the message has no From or no To header")  # compose always sets both
+    await client.ehlo()
+    options = ["BODY=8BITMIME"] if client.supports_extension("8BITMIME") else []
+    await client.mail(sender, options=options)
+    for recipient in recipients:
+        await client.rcpt(recipient)
+
+
+async def _data(
+    client: aiosmtplib.SMTP, message: EmailMessage, timeout_s: float, where: str
+) -> str:
+    """DATA, the message, and the server's reply to it.
+
+    Any failure before the message is written is a sure failure; once it is written, a missing
+    reply raises ``OutcomeUnknown``.
+    """
+    async with asyncio.timeout(timeout_s):
+        start = await client.execute_command(b"DATA")
+    if start.code != 354:
+        raise aiosmtplib.SMTPDataError(start.code, start.message)
+    protocol = client.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("connection lost before the message was sent")
+    protocol.write(_payload(message))
+    try:
+        async with asyncio.timeout(timeout_s):
+            reply = await protocol.read_response(timeout=timeout_s)
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        client.close()
+        raise _unknown(where, exc) from exc
+    if reply.code != 250:
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+    return reply.message
+
+
+def _payload(message: EmailMessage) -> bytes:
+    """The message as sent after DATA: CRLF lines, leading dots doubled, ending in ``.``."""
+    flat = aiosmtplib.email.flatten_message(message, utf8=False, cte_type="8bit")
+    flat = re.sub(rb"\r\n|\r|\n", b"\r\n", flat)
+    if not flat.endswith(b"\r\n"):
+        flat += b"\r\n"
+    return re.sub(rb"(?m)^\.", b"..", flat) + b".\r\n"
+
+
+def _unknown(where: str, exc: BaseException) -> OutcomeUnknown:
+    if isinstance(exc, TimeoutError):
+        why = "no answer in time (timeout_s)"
+    else:
+        why = f"the connection failed: {str(exc) or type(exc).__name__}"
+    reason = f"{why} after the whole message was sent: the server may have taken it"
+    return OutcomeUnknown(reason, subject=where)
 
 
 async def check_login(endpoint: Endpoint, *, password: str) -> None:

@@ -7,25 +7,34 @@ file still being written, the inbox copy's sidecar, and rejections made stale by
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import io
 import json
 import zipfile
 from collections.abc import Callable, MutableMapping, Sequence
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
-from pecgateway import outbound_checks, outbox, sample, service, validate
+from pecgateway import outbound, outbound_checks, outbox, sample, service, validate
+from pecgateway import smtp as smtp_module
 from pecgateway.config import Config
+from pecgateway.errors import TransientError
 from pecgateway.lifecycle import Event, State
 from pecgateway.store import Store
-from tests.factory.gateway import Logs, file_names, once_logged, rejection_reason
+from tests.factory.gateway import Logs, event_names, file_names, once_logged, rejection_reason
+from tests.factory.pecmail import build_accettazione
 from tests.factory.smtp_server import SmtpServer
+from tests.factory.tcp_proxy import tcp_proxy
+
+if TYPE_CHECKING:
+    from pecgateway.sandbox.dovecot import Dovecot, MailAccount
 
 pytestmark = pytest.mark.servers
 
@@ -383,3 +392,79 @@ async def test_a_zip_holding_one_good_invoice_is_sent(
     logs = await _once(config)
     assert _outcomes(logs) == ["sent"]
     assert len(smtp.received) == 1
+
+
+# ---- a send whose outcome is unknown is never resent while its receipt may come --------------
+
+
+def _through(config: Config, port: int) -> Config:
+    """``config`` sending through a proxy on ``port`` that waits 1 s for each SMTP reply."""
+    account = config.accounts[0]
+    smtp_config = dataclasses.replace(account.smtp, port=port, timeout_s=1.0)
+    return dataclasses.replace(config, accounts=(dataclasses.replace(account, smtp=smtp_config),))
+
+
+def _large_invoice() -> bytes:
+    pdf = bytes(range(256)) * 120  # ~30 kB: the message is far larger than the SMTP dialogue
+    body = sample.Body(numero="1", data="2024-01-15", allegati=(sample.Allegato("a.pdf", pdf),))
+    return sample.fpr12(lot=[body])
+
+
+async def test_no_reply_after_data_leaves_the_invoice_sending_and_the_receipt_settles_it(
+    config: Config,
+    smtp: SmtpServer,
+    outbox_dir: Path,
+    store: Store,
+    dovecot: Dovecot,
+    mail_user: MailAccount,
+) -> None:
+    (outbox_dir / NAME).write_bytes(_large_invoice())
+    async with tcp_proxy(smtp.host, smtp.port) as proxy:
+        proxied = _through(config, proxy.port)
+        proxy.stall_after_upload(20_000)  # the server takes the message; its reply never comes
+        logs = await _once(proxied)
+        async with asyncio.timeout(5):
+            await smtp.data_arrived.wait()
+        proxy.heal()
+        assert _outcomes(logs) == ["deferred"]
+        assert "send_outcome_unknown" in event_names(logs)
+        record = store.find_outgoing_by_file("main", NAME)
+        assert record is not None
+        assert record.state is State.SENDING
+        events = [e.event for e in store.events(record.id)]
+        assert outbound.SMTP_DEFERRED not in events
+        assert _outcomes(await _once(proxied)) == ["awaiting-reconciliation"]
+        message_id = smtp.received[0].message["Message-ID"]
+        receipt = build_accettazione(riferimento=message_id, mittente=mail_user.user)
+        dovecot.append(mail_user.user, receipt)
+        await _once(proxied)  # the receipt arrives
+        await _once(proxied)  # the claimed file is finished
+    assert len(smtp.received) == 1
+    record = store.find_outgoing_by_file("main", NAME)
+    assert record is not None
+    assert record.state is State.ACCEPTED
+    assert file_names(outbox_dir / "sent") == [NAME]
+
+
+async def test_a_receipt_recorded_while_a_retry_waits_stops_the_retry(
+    config: Config,
+    smtp: SmtpServer,
+    outbox_dir: Path,
+    store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def failing_after_a_receipt(message: EmailMessage, *args: Any, **kwargs: Any) -> str:
+        record = store.find_outgoing_by_file("main", NAME)
+        assert record is not None
+        store.transition(record.id, Event.ACCETTAZIONE, at=_clock(), source="test")
+        raise TransientError("connection failed: reset", subject="SMTP test")
+
+    monkeypatch.setattr(smtp_module, "send", failing_after_a_receipt)
+    (outbox_dir / NAME).write_bytes(sample.fpr12())
+    logs = await _once(config)
+    assert event_names(logs).count("send_deferred") == 1  # no second attempt
+    assert _outcomes(logs) == ["sent"]  # filed: its receipt says the provider has it
+    record = store.find_outgoing_by_file("main", NAME)
+    assert record is not None
+    assert record.state is State.ACCEPTED
+    assert file_names(outbox_dir / "sent") == [NAME]

@@ -14,6 +14,7 @@ import pytest
 from pecgateway import smtp
 from pecgateway.errors import PermanentSendError, TransientError
 from tests.factory.smtp_server import SmtpServer, smtp_server
+from tests.factory.tcp_proxy import tcp_proxy
 
 if TYPE_CHECKING:
     from pecgateway.sandbox.ca import SandboxCA
@@ -222,3 +223,47 @@ async def test_silent_server_times_out_as_transient() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+# ---- sure failures and unknown outcomes --------------------------------------------------------
+
+
+def _large_message() -> EmailMessage:
+    message = _message()
+    message.add_attachment(
+        bytes(range(256)) * 200, maintype="application", subtype="octet-stream", filename="a.bin"
+    )
+    return message
+
+
+async def test_no_reply_after_the_whole_message_was_sent_is_an_unknown_outcome(
+    sandbox_ca: SandboxCA,
+) -> None:
+    pair = sandbox_ca.server
+    async with (
+        smtp_server(pair.cert_path, pair.key_path, sandbox_ca.ca_file) as server,
+        tcp_proxy(server.host, server.port) as proxy,
+    ):
+        endpoint = replace(_endpoint(server), port=proxy.port, timeout_s=1.0)
+        proxy.stall_after_upload(16_000)  # within the message: the reply to DATA never comes
+        with pytest.raises(smtp.OutcomeUnknown, match=r"may have taken it"):
+            await smtp.send(_large_message(), endpoint, password=server.password)
+        async with asyncio.timeout(5):
+            await server.data_arrived.wait()
+        assert len(server.received) == 1
+
+
+async def test_no_reply_before_the_message_was_sent_is_a_sure_failure(
+    sandbox_ca: SandboxCA,
+) -> None:
+    pair = sandbox_ca.server
+    async with (
+        smtp_server(pair.cert_path, pair.key_path, sandbox_ca.ca_file) as server,
+        tcp_proxy(server.host, server.port) as proxy,
+    ):
+        endpoint = replace(_endpoint(server), port=proxy.port, timeout_s=1.0)
+        proxy.stall_after_upload(1)  # the greeting is heard, nothing after the first bytes
+        with pytest.raises(TransientError) as raised:
+            await smtp.send(_large_message(), endpoint, password=server.password)
+        assert not isinstance(raised.value, smtp.OutcomeUnknown)
+        assert server.received == []

@@ -3,6 +3,8 @@
 `async with tcp_proxy(host, port) as proxy:` listens on 127.0.0.1:`proxy.port`. `proxy.drop_after(n)`
 closes every connection once `n` more bytes went from the server to the client (a drop mid-FETCH);
 `proxy.stall()` stops forwarding server bytes (a dead peer that never answers); `proxy.heal()` undoes.
+`proxy.stall_after_upload(n)` stalls once the clients sent `n` bytes in all from now on: a server
+that takes a large message and whose reply to it never arrives (a timeout after SMTP DATA).
 TLS passes through untouched, so certificate checks still apply end to end.
 """
 
@@ -22,6 +24,7 @@ class TcpProxy:
     dropped: int = 0
     _budget: int | None = None
     _stalled: bool = False
+    _upload_left: int | None = None
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
     def drop_after(self, server_bytes: int) -> None:
@@ -30,8 +33,17 @@ class TcpProxy:
     def stall(self) -> None:
         self._stalled = True
 
+    def stall_after_upload(self, client_bytes: int) -> None:
+        self._upload_left = client_bytes
+
     def heal(self) -> None:
-        self._budget, self._stalled = None, False
+        self._budget, self._stalled, self._upload_left = None, False, None
+
+    def _uploaded(self, count: int) -> None:
+        if self._upload_left is not None:
+            self._upload_left -= count
+            if self._upload_left <= 0:
+                self._upload_left, self._stalled = None, True
 
     def _close_all(self) -> None:
         self.dropped += 1
@@ -42,6 +54,8 @@ class TcpProxy:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, from_server: bool
     ) -> None:
         while data := await reader.read(16384):
+            if not from_server:
+                self._uploaded(len(data))
             if from_server and self._stalled:
                 continue
             if from_server and self._budget is not None:
