@@ -21,6 +21,7 @@ from pecgateway.inbound_quarantine import (
     bounded,
     describe,
     foreign_receipt,
+    identificativo_conflict,
     not_from_sdi,
     partly_filed,
     plan_quarantine,
@@ -116,20 +117,59 @@ _SDI_CONTENT = (Kind.NOTIFICATION, Kind.INVOICE)
 
 def _from_sdi(unit: Unit, node: Node, raw: bytes, trust: Trust) -> str:
     """Every part of SDI's message handled: notifications and invoices filed; when a part cannot
-    be handled, the raw message is quarantined too, its reason naming that part."""
+    be handled, or a notification's IdentificativoSdI belongs to another of our files, the raw
+    message is quarantined too, its reason naming that part."""
     parts = sort_parts(node)
-    correlated = [_notification(unit, child) for child in parts.notifications]
+    correlated: list[bool] = []
+    conflicts: list[str] = []
+    for child in parts.notifications:
+        conflict = _conflict(unit, child)
+        if conflict is None:
+            correlated.append(_notification(unit, child))
+        else:
+            conflicts.append(conflict)
     if parts.invoices:
         inbound_invoice.file_invoices(unit, node, parts.invoices)
-    outcomes = ["notification"] * bool(parts.notifications) + ["invoice"] * bool(parts.invoices)
-    if not outcomes:
+    outcomes = ["notification"] * bool(correlated) + ["invoice"] * bool(parts.invoices)
+    problems = _unhandled(node, parts.unhandled, outcomes)
+    if not outcomes and not conflicts:
         return plan_quarantine(unit, raw, why_quarantined(node, from_sdi=True), node)
-    if parts.unhandled:
-        plan_quarantine(unit, raw, partly_filed(parts.unhandled, outcomes), node)
+    if problems or conflicts:
+        plan_quarantine(unit, raw, "; ".join(conflicts + problems), node)
         return "+".join([*outcomes, "quarantined"])
     if trust.sdi_address and (any(correlated) or (parts.invoices and parts.metadata)):
         _learn_sdi_address(unit, trust.sdi_address)  # never from orphans: anyone can write those
     return "+".join(outcomes)
+
+
+def _unhandled(node: Node, unhandled: list[Node], outcomes: list[str]) -> list[str]:
+    if not unhandled:
+        return []
+    return [partly_filed(unhandled, outcomes) if outcomes else why_quarantined(node, from_sdi=True)]
+
+
+def _conflict(unit: Unit, node: Node) -> str | None:
+    """Why a notification must not be applied: its IdentificativoSdI is already held by another
+    of our outgoing files (applying it would give two invoices the same id); None when it may."""
+    notification = node.notification
+    assert notification is not None
+    identificativo = notification.identificativo_sdi
+    outgoing = _correlate(unit, notification) if identificativo else None
+    if outgoing is None or identificativo is None:
+        return None
+    holder = unit.gw.store.find_outgoing_by_identificativo_sdi(unit.account.name, identificativo)
+    if holder is None or holder.id == outgoing.id:
+        return None
+    _log.warning(
+        "notification_conflict",
+        notification=notification.type.value,
+        file=outgoing.file_name,
+        identificativo_sdi=identificativo,
+        held_by=holder.file_name,
+    )
+    return identificativo_conflict(
+        node.filename, notification.type.value, identificativo, outgoing.file_name, holder.file_name
+    )
 
 
 def _learn_sdi_address(unit: Unit, address: str) -> None:

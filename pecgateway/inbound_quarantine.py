@@ -31,6 +31,7 @@ __all__ = [
     "bounded",
     "describe",
     "foreign_receipt",
+    "identificativo_conflict",
     "not_from_sdi",
     "partly_filed",
     "plan_quarantine",
@@ -209,6 +210,19 @@ def foreign_receipt(message: PecMessage, mittente: str, file_name: str, address:
         f"sent by {bounded(mittente)}, not by this account ({address}): it is not trusted and "
         "changed nothing. Check the invoice's state with pecgateway status and ask your PEC "
         "provider if it looks wrong"
+    )
+
+
+def identificativo_conflict(
+    part: str | None, kind: str, identificativo_sdi: str, file_name: str, holder: str
+) -> str:
+    """SDI's notification about one of our files naming the IdentificativoSdI of another."""
+    named = bounded(part) if part else "an unnamed attachment"
+    return (
+        f"SDI's notification {kind} {named} about {file_name} carries IdentificativoSdI "
+        f"{bounded(identificativo_sdi)}, which already belongs to {holder}: it was not applied (two "
+        "invoices cannot share one SDI id). Check both invoices with pecgateway status and ask "
+        "SDI's help desk which file that id is"
     )
 
 

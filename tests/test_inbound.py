@@ -718,3 +718,39 @@ async def test_a_huge_subject_is_cut_in_the_quarantine_label_and_the_log(
     [line] = [x for x in logs if x["event"] == "message_quarantined"]
     assert len(line["what"]) < 500
     assert all(len(str(value)) < 5000 for x in logs for value in x.values())
+
+
+# ---- one IdentificativoSdI, one invoice ----------------------------------------------------------
+
+SECOND = "IT01234567890_00002.xml"
+
+
+async def test_a_notification_whose_identificativo_sdi_belongs_to_another_invoice_is_not_applied(
+    config: Config,
+    clock: Clock,
+    store: Store,
+    smtp: SmtpServer,
+    dovecot: Dovecot,
+    mail_user: MailAccount,
+) -> None:
+    await _sent(config, clock, smtp)
+    (config.accounts[0].outbox / SECOND).write_bytes(sample.fpr12(progressivo_invio="00002"))
+    await _once(config, clock)
+    dovecot.append(mail_user.user, build_sdi_envelope([_rc()]))  # OURS gets 6782414
+    await _once(config, clock)
+    xml = build_notification(
+        NotificationType.RC, "B2B", nome_file=SECOND, identificativo_sdi="6782414"
+    )
+    clash = build_sdi_envelope([Part("IT01234567890_00002_RC_001.xml", xml, "text/xml")])
+    dovecot.append(mail_user.user, clash)
+    logs = await _once(config, clock)
+    assert "notification_conflict" in event_names(logs)
+    second = store.find_outgoing_by_file("main", SECOND)
+    assert second is not None
+    assert (second.state.value, second.identificativo_sdi) == ("sent", None)
+    first = store.find_outgoing_by_identificativo_sdi("main", "6782414")
+    assert first is not None
+    assert first.file_name == OURS
+    [entry] = _quarantined(store)
+    assert f"about {SECOND} carries IdentificativoSdI 6782414" in entry["reason"]
+    assert f"already belongs to {OURS}" in entry["reason"]
