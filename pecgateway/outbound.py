@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ONCE_ATTEMPTS",
+    "SENT_COPY_NOT_WRITTEN",
     "SMTP_DEFERRED",
     "SMTP_OUTCOME_UNKNOWN",
     "delivery_overdue",
@@ -46,6 +47,7 @@ __all__ = [
 ONCE_ATTEMPTS = 3  # `pecgateway once` gives up on a transient SMTP failure after this many tries
 SMTP_DEFERRED = "smtp-deferred"  # audit note: the last attempt failed for sure, resend at once
 SMTP_OUTCOME_UNKNOWN = "smtp-outcome-unknown"  # audit note: sent, reply lost; wait for a receipt
+SENT_COPY_NOT_WRITTEN = "sent-copy-not-written"  # audit note: the inbox copy of a sent file failed
 _RESUMABLE = (State.QUEUED, State.SENDING)
 _log = get_logger()
 
@@ -409,14 +411,14 @@ async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
 def _finish(
     gw: Gateway, account: Account, record: Outgoing, claimed: Path, data: bytes, *, reply: str
 ) -> str:
-    """Folders then ack: a copy under the inbox's sent folder, then the outbox file to sent/."""
-    now = gw.clock()
-    relpath = sink.route(sink.Kind.SENT, record.file_name, now, gw.config.inbox_language)
-    copy = sink.write(account.inbox, relpath, data)
-    sidecar = sink.write_json_sidecar(copy, _send_facts(gw, record, reply, now))
-    for path in (copy, sidecar):
-        gw.store.record_path(Item.OUTGOING, record.id, str(path), at=now)
-    outbox.done(claimed)
+    """Folders then ack: a copy under the inbox's sent folder, then the outbox file to sent/.
+
+    Once sent, nothing rejects the file: a copy that cannot be written is logged and noted
+    (``sent-copy-not-written``) and the file still goes to sent/, where its bytes are kept."""
+    failure = _copy_to_inbox(gw, account, record, data, reply)
+    target = outbox.done(claimed)
+    if failure is not None:
+        _copy_not_written(gw, record, target, failure)
     if reply:
         _log.info(
             "invoice_sent",
@@ -428,6 +430,41 @@ def _finish(
     else:
         _log.info("invoice_filed", file=record.file_name, state=record.state.value)
     return "sent"
+
+
+def _copy_to_inbox(
+    gw: Gateway, account: Account, record: Outgoing, data: bytes, reply: str
+) -> OSError | None:
+    """The copy and its sidecar under the inbox's sent folder; the error when it failed."""
+    now = gw.clock()
+    relpath = sink.route(sink.Kind.SENT, record.file_name, now, gw.config.inbox_language)
+    try:
+        copy = sink.write(account.inbox, relpath, data)
+        sidecar = sink.write_json_sidecar(copy, _send_facts(gw, record, reply, now))
+    except OSError as exc:
+        return exc
+    for path in (copy, sidecar):
+        gw.store.record_path(Item.OUTGOING, record.id, str(path), at=now)
+    return None
+
+
+def _copy_not_written(gw: Gateway, record: Outgoing, kept: Path, exc: OSError) -> None:
+    reason = f"{exc.strerror or type(exc).__name__}: {exc.filename or ''}".rstrip(": ")
+    gw.store.note(record.id, SENT_COPY_NOT_WRITTEN, at=gw.clock(), source="inbox", detail=reason)
+    _log.error(
+        "sent_copy_not_written",
+        file=record.file_name,
+        reason=reason,
+        kept=str(kept),
+        hint=_COPY_NOT_WRITTEN_HINT,
+    )
+
+
+_COPY_NOT_WRITTEN_HINT = (
+    "the invoice WAS sent to SDI; only its copy in the inbox's sent folder is missing: fix the "
+    "inbox folder (permissions, a file where a folder belongs) and copy the file kept in the "
+    "outbox's sent/ folder there; do not drop it into the outbox again"
+)
 
 
 def _send_facts(gw: Gateway, record: Outgoing, reply: str, now: datetime) -> dict[str, object]:

@@ -468,3 +468,28 @@ async def test_a_receipt_recorded_while_a_retry_waits_stops_the_retry(
     assert record is not None
     assert record.state is State.ACCEPTED
     assert file_names(outbox_dir / "sent") == [NAME]
+
+
+# ---- after the send, nothing rejects the file --------------------------------------------------
+
+
+async def test_an_inbox_copy_that_cannot_be_written_after_the_send_still_files_it_as_sent(
+    config: Config, smtp: SmtpServer, outbox_dir: Path, store: Store
+) -> None:
+    inbox = config.accounts[0].inbox
+    inbox.mkdir(parents=True, exist_ok=True)
+    (inbox / "inviate").write_bytes(b"a file where the sent folder belongs")
+    (outbox_dir / NAME).write_bytes(sample.fpr12())
+    logs = await _once(config)
+    assert len(smtp.received) == 1
+    assert _outcomes(logs) == ["sent"]
+    assert file_names(outbox_dir / "rejected") == []
+    assert file_names(outbox_dir / "sent") == [NAME]
+    [line] = [line for line in logs if line["event"] == "sent_copy_not_written"]
+    assert "WAS sent" in line["hint"]
+    record = store.find_outgoing_by_file("main", NAME)
+    assert record is not None
+    assert record.state is State.SENT
+    notes = [e for e in store.events(record.id) if e.event == outbound.SENT_COPY_NOT_WRITTEN]
+    assert notes
+    assert notes[0].detail
