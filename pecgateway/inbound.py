@@ -16,7 +16,7 @@ from pecgateway import filename, inbound_invoice, inbound_trust, lifecycle, sink
 from pecgateway.classify import Kind, Node, classify, walk
 from pecgateway.errors import InvalidTransition
 from pecgateway.inbound_files import Source, Unit, write_pending
-from pecgateway.inbound_parts import sort_parts
+from pecgateway.inbound_parts import notification_name, sort_parts
 from pecgateway.inbound_quarantine import (
     bounded,
     describe,
@@ -296,7 +296,7 @@ def _notification(unit: Unit, node: Node) -> bool:
         message_id=notification.message_id,
         detail=detail,
     )
-    name = node.filename or f"{notification.nome_file or 'unknown'}_{notification.type.value}.xml"
+    name = notification_name(node)
     relpath = unit.plan.add(
         Item.NOTIFICATION, item_id, unit.route(sink.Kind.SDI_NOTIFICATION, name), node.data
     )

@@ -6,12 +6,16 @@ Sorted by top-level attachment of the original message; a zip is looked into (an
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
+from pecgateway import filename, sink
 from pecgateway.classify import Kind, Node, walk
 from pecgateway.inbound_invoice import is_mt
 
-__all__ = ["Parts", "sort_parts"]
+__all__ = ["Parts", "notification_name", "sort_parts"]
+
+_UNNAMED = re.compile(r"part-\d+(\.[A-Za-z0-9]+)?")  # pec.py's name for an attachment without one
 
 
 @dataclass(slots=True)
@@ -55,3 +59,15 @@ def _sort_archive(archive: Node, parts: Parts) -> None:
         parts.invoices += invoices
     known = [*notices, *invoices]
     parts.unhandled += [n for n in entries if all(n is not k for k in known)]
+
+
+def notification_name(node: Node) -> str:
+    """The file name a notification is filed under: its attachment's name, or, when the attachment
+    had none, ``<stem>_<TT>_001.xml`` from its NomeFile and type (as SDI names them)."""
+    notification = node.notification
+    given = node.filename
+    if notification is None or (given and not _UNNAMED.fullmatch(given)):
+        return given or "unnamed"
+    nome_file = (notification.nome_file or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
+    stem = filename.invoice_stem(nome_file) if nome_file else "unknown"
+    return sink.safe_name(f"{stem}_{notification.type.value}_001.xml")

@@ -754,3 +754,30 @@ async def test_a_notification_whose_identificativo_sdi_belongs_to_another_invoic
     [entry] = _quarantined(store)
     assert f"about {SECOND} carries IdentificativoSdI 6782414" in entry["reason"]
     assert f"already belongs to {OURS}" in entry["reason"]
+
+
+# ---- a notification without a file name --------------------------------------------------------
+
+
+async def test_a_notification_attachment_without_a_name_is_named_from_its_nome_file_and_type(
+    config: Config,
+    clock: Clock,
+    store: Store,
+    smtp: SmtpServer,
+    dovecot: Dovecot,
+    mail_user: MailAccount,
+) -> None:
+    await _sent(config, clock, smtp)
+    xml = build_notification(
+        NotificationType.RC, "B2B", nome_file=OURS, identificativo_sdi="6782414"
+    )
+    raw = build_sdi_envelope([Part("NONAME.xml", xml, "application/octet-stream")])
+    unnamed = raw.replace(b"; name=NONAME.xml", b"").replace(b"; filename=NONAME.xml", b"")
+    assert b"NONAME" not in unnamed
+    dovecot.append(mail_user.user, unnamed)
+    await _once(config, clock)
+    assert _state(store) == "sdi-delivered"
+    inbox = config.accounts[0].inbox
+    [filed] = [p for p in files_under(inbox) if p.startswith("notifiche-sdi/")]
+    assert PurePosixPath(filed).name == f"{OURS[:-4]}_RC_001.xml"
+    assert (inbox / filed).read_bytes() == xml

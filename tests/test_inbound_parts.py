@@ -8,7 +8,7 @@ import zipfile
 from pecgateway import sample
 from pecgateway.classify import Node, classify
 from pecgateway.filename import NotificationType
-from pecgateway.inbound_parts import sort_parts
+from pecgateway.inbound_parts import notification_name, sort_parts
 from pecgateway.sandbox.notification import build_at_zip
 from tests.factory.notifications import build_notification
 from tests.factory.pecmail import Part, build_sdi_envelope
@@ -73,3 +73,11 @@ def test_an_mt_alone_is_unhandled() -> None:
     parts = sort_parts(classify(envelope))
     assert _names(parts.unhandled) == ["IT09876543210_A0001_MT_001.xml"]
     assert (parts.notifications, parts.invoices) == ([], [])
+
+
+def test_an_unnamed_notification_is_named_from_its_nome_file_base_name_and_type() -> None:
+    xml = build_notification(
+        NotificationType.NS, "PA", nome_file="../../etc/IT01234567890_00009.xml.p7m"
+    )
+    assert notification_name(classify(xml, "part-2.bin")) == "IT01234567890_00009_NS_001.xml"
+    assert notification_name(classify(xml, "ricevuta.xml")) == "ricevuta.xml"
