@@ -434,6 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
+    if sys.stdout is None:  # started with stdout closed (`>&-`): write nowhere rather than fail
+        sys.stdout = Path(os.devnull).open("w")  # noqa: SIM115 - lives as long as the process
     try:
         code = handler(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
@@ -449,6 +451,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # e.g. the disk holding the redirected output is full
+        _stdout_closed()
+        return _fail(f"cannot finish: {exc.strerror or exc}; check free disk space and permissions")
     return code
 
 

@@ -261,3 +261,36 @@ def test_schemas_install_has_one_destination_option() -> None:
     options = {o for a in commands["pecgateway schemas install"]._actions for o in a.option_strings}
     assert "--to" in options
     assert "--schemas" not in options
+
+
+def test_inspect_with_stdout_on_a_full_disk_fails_with_a_message_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / INVOICE_NAME
+    path.write_bytes(invoice_xml())
+    with Path("/dev/full").open("w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "pecgateway", "inspect", "--json", str(path)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert "cannot finish: No space left on device" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_inspect_with_stdout_closed_exits_cleanly(tmp_path: Path) -> None:
+    path = tmp_path / INVOICE_NAME
+    path.write_bytes(invoice_xml())
+    result = subprocess.run(
+        [sys.executable, "-m", "pecgateway", "inspect", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert result.returncode == 0
+    assert "Traceback" not in result.stderr
