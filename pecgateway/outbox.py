@@ -9,7 +9,8 @@ What is taken: regular files directly in the outbox. Sub-folders, temporary and 
 (``*.tmp``, ``*.part``, ``~*``, ``*~``, ``.*``) and desktop junk (``Thumbs.db``, ``desktop.ini``)
 are never claimed, never rejected, never counted; links, FIFOs and names that are not UTF-8: see
 ``outbox_entries`` (re-exported here, with ``read``). While ``.processing``, ``rejected`` or
-``sent`` is a file, nothing is claimed. A watcher failure (watchfiles cannot decode a name) is
+``sent`` is a file or a symbolic link, nothing is claimed (a link would let anyone who may write
+to the outbox make the service write into any folder it may write). A watcher failure (watchfiles cannot decode a name) is
 logged once and a rescan stands in for its batch.
 
 Where a unit stands is where its file is. ``claim`` renames ``<outbox>/<name>`` to
@@ -32,9 +33,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import errno
 import os
 import time
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,14 +66,14 @@ from pecgateway.outbox_folders import (
     REJECTED,
     SENT,
     Problem,
-    check_layout,
     display_name,
-    done,
     fsync_folder,
     outbox_of,
-    reject,
     valid_name,
 )
+from pecgateway.outbox_folders import check_layout as _check_files_in_place
+from pecgateway.outbox_folders import done as _done
+from pecgateway.outbox_folders import reject as _reject
 
 __all__ = [
     "NAME_NOT_UTF8",
@@ -272,6 +275,46 @@ _WATCH_FAILED_HINT = (
     "the folder watcher failed on a change (e.g. a file name that is not UTF-8): the outbox was "
     "rescanned instead and watching goes on; a file with such a name is moved to rejected/"
 )
+
+
+# ---- the outbox's own folders -------------------------------------------------------------------
+
+
+def check_layout(outbox: Path) -> None:
+    """Raises ``NotADirectoryError`` saying what to do when ``.processing``, ``.processing/new``,
+    ``rejected`` or ``sent`` is there and is not a real folder (a file, a symbolic link)."""
+    _refuse_links(outbox)
+    _check_files_in_place(outbox)
+
+
+def _refuse_links(outbox: Path) -> None:
+    for path in (outbox / PROCESSING, outbox / PROCESSING / NEW, outbox / REJECTED, outbox / SENT):
+        if path.is_symlink():
+            raise _linked_folder(path)
+
+
+def _linked_folder(path: Path) -> NotADirectoryError:
+    name = path.name if path.name != NEW else f"{PROCESSING}/{NEW}"
+    message = (
+        f"the outbox needs a real folder named {name}, not a symbolic link: remove the link "
+        f"{name} (pecgateway makes the folder itself)"
+    )
+    return NotADirectoryError(errno.ENOTDIR, message, display_name(str(path)))
+
+
+def done(claimed_path: Path) -> Path:
+    """Moves a claimed file to ``sent/`` (``outbox_folders.done``), never through a link."""
+    _refuse_links(outbox_of(claimed_path))
+    return _done(claimed_path)
+
+
+def reject(
+    claimed_path: Path, problems: Sequence[Problem], *, now: dt.datetime | None = None
+) -> Path:
+    """Moves a claimed file to ``rejected/`` beside its reasons (``outbox_folders.reject``),
+    never through a link."""
+    _refuse_links(outbox_of(claimed_path))
+    return _reject(claimed_path, problems, now=now)
 
 
 # ---- claim, begin, release -----------------------------------------------------------------------

@@ -264,3 +264,24 @@ async def test_a_file_where_an_outbox_folder_belongs_leaves_no_invoice_claimed(
     report, _ = await _once(config)
     assert report.ok, report.summary()
     assert len(smtp.received) == 1
+
+
+@pytest.mark.parametrize("folder", ["rejected", "sent", ".processing"])
+async def test_a_symlink_where_an_outbox_folder_belongs_leaves_no_invoice_claimed(
+    config: Config, smtp: SmtpServer, outbox_dir: Path, folder: str, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (outbox_dir / folder).symlink_to(elsewhere, target_is_directory=True)
+    (outbox_dir / NAME).write_bytes(sample.fpr12())
+    report, _ = await _once(config)
+    assert f"the outbox needs a real folder named {folder}, not a symbolic link" in (
+        report.summary()
+    )
+    assert (outbox_dir / NAME).exists()
+    assert smtp.received == []
+    assert list(elsewhere.iterdir()) == []
+    (outbox_dir / folder).unlink()
+    report, _ = await _once(config)
+    assert report.ok, report.summary()
+    assert len(smtp.received) == 1

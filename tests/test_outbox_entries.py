@@ -295,3 +295,48 @@ def test_a_redrop_waiting_for_its_name_is_logged_once(tmp_path: Path) -> None:
     (waiting,) = _events(logs, "outbox_file_waiting")
     assert waiting["file"] == NAME
     assert "still being handled" in waiting["hint"]
+
+
+@pytest.mark.parametrize("folder", ["rejected", "sent", ".processing", ".processing/new"])
+def test_a_symlink_where_an_outbox_folder_belongs_stops_claims_saying_what_to_do(
+    tmp_path: Path, folder: str
+) -> None:
+    outbox_dir, elsewhere = tmp_path / "outbox", tmp_path / "elsewhere"
+    outbox_dir.mkdir()
+    elsewhere.mkdir()
+    (outbox_dir / folder).parent.mkdir(parents=True, exist_ok=True)
+    (outbox_dir / folder).symlink_to(elsewhere, target_is_directory=True)
+    (outbox_dir / NAME).write_bytes(b"<x/>")
+    with pytest.raises(NotADirectoryError) as raised:
+        outbox.claim(outbox_dir / NAME)
+    assert raised.value.strerror == (
+        f"the outbox needs a real folder named {folder}, not a symbolic link: remove the link "
+        f"{folder} (pecgateway makes the folder itself)"
+    )
+    assert (outbox_dir / NAME).read_bytes() == b"<x/>"
+    assert list(elsewhere.iterdir()) == []
+
+
+def _file_sent(path: Path) -> object:
+    return outbox.done(path)
+
+
+def _file_rejected(path: Path) -> object:
+    return outbox.reject(path, (outbox.NOT_A_FILE,))
+
+
+@pytest.mark.parametrize(("folder", "move"), [("rejected", _file_rejected), ("sent", _file_sent)])
+def test_a_symlink_swapped_in_after_the_claim_is_never_written_through(
+    tmp_path: Path, folder: str, move: Callable[[Path], object]
+) -> None:
+    outbox_dir, elsewhere = tmp_path / "outbox", tmp_path / "elsewhere"
+    outbox_dir.mkdir()
+    elsewhere.mkdir()
+    (outbox_dir / NAME).write_bytes(b"<x/>")
+    taken = outbox.claim(outbox_dir / NAME)
+    assert taken is not None
+    (outbox_dir / folder).symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(NotADirectoryError, match="not a symbolic link"):
+        move(taken)
+    assert list(elsewhere.iterdir()) == []
+    assert taken.read_bytes() == b"<x/>"
