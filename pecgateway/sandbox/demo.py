@@ -3,7 +3,8 @@
 Starts `pecgateway sandbox` and `pecgateway run` as child processes, drops sample invoices made by
 pecgateway into the outbox (valid B2B, valid PA, one that fails our checks, one that SDI rejects),
 has SDI deliver a supplier's signed invoice, then shows the status and the inbox folder. Only the
-public commands are used, exactly as a person would use them.
+public commands are used, exactly as a person would use them. Ctrl-C, SIGTERM and SIGHUP (the
+terminal closed) all stop the gateway, then the sandbox, then the demo: no child is left behind.
 """
 
 from __future__ import annotations
@@ -35,6 +36,33 @@ _EXPECTED = {
     "IT01234567890_00003.xml": "sdi-rejected",
     "IT01234567890_00004.xml": "rejected",
 }
+
+
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: handled as Ctrl-C is (the children are stopped on the way out)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signal.Signals(signum)
+        super().__init__(self.signum.name)
+
+
+_STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    """The first stop signal unwinds the demo; later ones are ignored so the stop is not cut short
+    (each child gets 30 s, then is killed)."""
+    for each in _STOPPING:
+        signal.signal(each, signal.SIG_IGN)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise _Stopped(signum)
+
+
+def _tell(text: str) -> None:
+    """A line that may find no terminal (SIGHUP: it was closed); the stop goes on without it."""
+    with contextlib.suppress(OSError):
+        print(text, flush=True)
 
 
 def _say(text: str) -> None:
@@ -102,13 +130,18 @@ def _child(name: str, argv: Sequence[str], log_path: Path, ready: str | None) ->
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+    """SIGTERM, 30 s, then SIGKILL; a stop signal arriving meanwhile waits until this one is done."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
     try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _wait_for_line(proc: subprocess.Popen[bytes], expected: str, name: str, log: Path) -> None:
@@ -197,7 +230,12 @@ def _fresh(demo: Path) -> None:
     marker = demo / ".pecgateway-demo"
     if demo.exists() and any(demo.iterdir()):
         if not marker.exists():
-            raise SystemExit(f"{demo} exists and is not a demo directory; choose another --dir")
+            raise SystemExit(
+                f"{demo} exists and is not a demo directory (no {marker.name} file in it), so the "
+                "demo will not empty it: choose another --dir, or, with make (`make demo` uses "
+                f"./demo), move that folder away first (e.g. `mv {demo} {demo}.old`) and run "
+                "`make demo` again"
+            )
         shutil.rmtree(demo)
     demo.mkdir(parents=True, exist_ok=True)
     marker.write_text("made by pecgateway's demo; removed and made anew by each run\n")
@@ -238,10 +276,10 @@ def _linger(demo: Path, config: Path) -> None:
     _say("The sandbox and the gateway are still running.")
     print(f"  Drop your own invoice files into {demo / 'outbox'} and watch them flow:")
     print(f"    {Path(sys.executable).parent / 'pecgateway'} status --config {config}")
-    print("  Press Ctrl-C to stop.")
-    with contextlib.suppress(KeyboardInterrupt):
+    print("  Press Ctrl-C to stop.", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C, SIGTERM or SIGHUP (_on_signal)
         signal.pause()
-    print("\nStopping the gateway and the sandbox...", flush=True)
+    _tell("\nStopping the gateway and the sandbox...")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -259,11 +297,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=sys.stdin.isatty() and os.environ.get("CI") is None,
         help="keep running after the scripted part (default: when run from a terminal)",
     )
+    args = parser.parse_args(argv)
+    for signum in _STOPPING:
+        signal.signal(signum, _on_signal)
     try:
-        return _run(parser.parse_args(argv))
-    except KeyboardInterrupt:
-        print("\nInterrupted: the gateway and the sandbox were stopped.")
-        return 130
+        return _run(args)
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, _Stopped) else signal.SIGINT
+        _tell(f"\nInterrupted: the gateway and the sandbox were stopped ({signum.name}).")
+        return 128 + signum
 
 
 if __name__ == "__main__":
