@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import select
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -61,22 +62,27 @@ def test_demo_shows_every_outcome_and_the_filed_supplier_invoice(public_tmp_path
     assert (demo_dir / ".pecgateway-demo").is_file()
 
 
-def _read_until(process: subprocess.Popen[str], text: str, timeout_s: float) -> list[str]:
-    assert process.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 0.5)
-        if not ready:
-            continue
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if text in line:
-            return lines
+def _kill_all(process: subprocess.Popen[bytes]) -> None:
+    """A failed test leaves nothing running: the demo's children first, then the demo."""
+    for pid in descendants(process.pid):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
     process.kill()
-    raise AssertionError(f"the demo never printed {text!r}: {''.join(lines)[-3000:]}")
+    process.wait()
+
+
+def _wait_for_text(
+    path: Path, text: str, process: subprocess.Popen[bytes], timeout_s: float
+) -> None:
+    """Polls the file the demo's stdout goes to (a pipe read with select misses buffered lines)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        if text in path.read_text(encoding="utf-8", errors="replace"):
+            return
+        time.sleep(0.5)
+    _kill_all(process)
+    tail = path.read_text(encoding="utf-8", errors="replace")[-3000:]
+    raise AssertionError(f"the demo never printed {text!r}: {tail}")
 
 
 @pytest.mark.timeout(240)
@@ -85,26 +91,27 @@ def test_sigterm_to_the_lingering_demo_stops_the_gateway_and_the_sandbox_and_lea
 ) -> None:
     """Its children run in their own session: the demo itself must stop them on SIGTERM."""
     demo_dir = public_tmp_path / "demo"
-    process = subprocess.Popen(
-        _demo(demo_dir, "--linger", "--timeout", "120"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
+    out_path, err_path = public_tmp_path / "demo.out", public_tmp_path / "demo.err"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        process = subprocess.Popen(
+            _demo(demo_dir, "--linger", "--timeout", "120"),
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+        )
     try:
-        _read_until(process, STILL_RUNNING, timeout_s=180)
+        _wait_for_text(out_path, STILL_RUNNING, process, timeout_s=180)
         children = descendants(process.pid)
         assert len(children) >= 3, "the sandbox, Dovecot and the gateway should be running"
         process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=60)
+        process.wait(timeout=60)
     finally:
         if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 0, err[-3000:]
-    assert "Stopping the gateway and the sandbox" in out
-    assert "Traceback" not in err
+            _kill_all(process)
+    errors = err_path.read_text(encoding="utf-8", errors="replace")
+    assert process.returncode == 0, errors[-3000:]
+    assert "Stopping the gateway and the sandbox" in out_path.read_text(encoding="utf-8")
+    assert "Traceback" not in errors
     assert [pid for pid in children if alive(pid)] == []
     assert processes_mentioning(str(demo_dir)) == []
     assert not (demo_dir / "sandbox.json").exists()  # the sandbox stopped cleanly
