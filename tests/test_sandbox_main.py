@@ -33,6 +33,7 @@ from pecgateway.sandbox.ca import SandboxCA
 from pecgateway.sandbox.control import ControlError, Request, send_request
 from tests.factory import pecmail
 from tests.factory.e2e import alive, descendants
+from tests.test_sandbox_follow import rc_from
 
 pytestmark = pytest.mark.servers
 
@@ -323,19 +324,17 @@ def _inject(sandbox: Running, path: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_an_injected_sdi_message_from_another_sdinn_moves_the_address_sdi_answers_on(
-    sandbox_without_grace: Running, tmp_path: Path
+    sandbox_without_grace: Running, tmp_path: Path, sandbox_ca: SandboxCA
 ) -> None:
-    """Real SDI may write from a new sdiNN; the gateway learns it, and SDI expects files there."""
+    """Real SDI may write from a new sdiNN; the gateway learns it (from SDI's RC about our file),
+    and SDI expects files there."""
     sandbox = sandbox_without_grace
     sandbox.send(sample.file_name(progressivo="00001"), sample.fpr12())
     assigned = sandbox.wait_for(3)[2].sdi_address
     moved = "sdi04@pec.fatturapa.it" if assigned == "sdi03@pec.fatturapa.it" else SDI03
-    envelope = pecmail.build_sdi_envelope(
-        [pecmail.Part("IT01234567890_00001_RC_001.xml", b"<RicevutaConsegna/>", "text/xml")],
-        sdi=moved,
-    )
+    user = str(sandbox.info["pec_address"])
     path = tmp_path / "from-another-sdi.eml"
-    path.write_bytes(envelope)
+    path.write_bytes(rc_from(sandbox_ca, moved, sample.file_name(progressivo="00001"), user))
     result = _inject(sandbox, path)
     assert result.returncode == 0, result.stderr
     assert f"SDI now answers files sent to {moved}" in result.stdout

@@ -2,9 +2,9 @@
 
 Owns their start and stop in one event loop around an already started Dovecot, and what the
 control commands do: ``deliver`` (a supplier invoice, as SDI delivers it) and ``inject`` (a raw
-message, unchanged; when it is SDI's PEC message from another sdiNN, SDI follows it: the gateway
-learns that address from it, and real SDI then expects files there). Every provider or SDI message reaches the user's mailbox by IMAP APPEND; what
-the provider has not delivered yet waits in DIR/provider-queue across a restart.
+message, unchanged; SDI follows one that teaches the gateway another sdiNN, see ``follow``). Every
+provider or SDI message reaches the user's mailbox by IMAP APPEND; what the provider has not
+delivered yet waits in DIR/provider-queue across a restart.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import asyncio
 from datetime import datetime
 from typing import Any
 
-from pecgateway import pec
-from pecgateway.errors import MalformedMessage
+from pecgateway.sandbox import follow
 from pecgateway.sandbox.ca import SandboxCA
 from pecgateway.sandbox.control import ControlError, ControlServer, Request
 from pecgateway.sandbox.dovecot import Dovecot
@@ -29,17 +28,6 @@ __all__ = ["RunningSandbox"]
 
 _DATA_SIZE_LIMIT = 40 * 1024 * 1024  # over the provider's 30 MB: bigger ones get a notice
 _EMPTY = "the message is empty (or only blank lines): give a raw mail message, e.g. a .eml file"
-
-
-def _sdi_sender(raw: bytes) -> str | None:
-    """sdiNN when ``raw`` is SDI's message in a PEC transport envelope (posta-certificata)."""
-    try:
-        message = pec.parse(raw)
-    except MalformedMessage:
-        return None
-    if message.type is not pec.PecType.POSTA_CERTIFICATA:
-        return None
-    return message.sdi_address
 
 
 class RunningSandbox:
@@ -126,17 +114,20 @@ class RunningSandbox:
         return detail if moved is None else f"{detail}; SDI now answers files sent to {moved}"
 
     async def _follow_sdi(self, request: Request) -> str | None:
-        """The sdiNN an injected SDI message comes from becomes the address SDI answers on."""
-        address = _sdi_sender(request.data)
-        if address is None:
+        """The sdiNN an injected SDI message teaches the gateway becomes the one SDI answers on."""
+        found = await self.provider.sdi_call(
+            follow.new_sdi_address, raw=request.data, received=self.simulator.received
+        )
+        if found is None:
             return None
+        address, what = found
         moved = await self.provider.sdi_call(
             self.simulator.move_address,
             user=self._layout.user,
             address=address,
             now=datetime.now().astimezone(),
-            reason=f"an injected SDI message ({request.file_name}) comes from {address}: the "
-            "gateway learns it, and real SDI expects files on the address it writes from",
+            reason=f"the injected {request.file_name} is {what}, from {address}: the gateway "
+            "learns that address from it, and real SDI expects files on the address it writes from",
         )
         return address if moved else None
 

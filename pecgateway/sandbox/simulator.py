@@ -154,6 +154,10 @@ class SdiSimulator:
         user = _address(user)
         return self._state.assigned.get(user) or _candidate_address(user)
 
+    def received(self, nome_file: str) -> bool:
+        """Whether SDI has received a file of this name (its stem, any case or extension)."""
+        return filename.invoice_stem(nome_file).lower() in self._state.used_names
+
     def move_address(self, *, user: str, address: str, now: datetime, reason: str) -> bool:
         """SDI writes to ``user`` from ``address`` from now on and expects files there (True when
         that changed): real SDI may move a sender to another sdiNN, and the sender follows it."""
