@@ -11,7 +11,6 @@ import contextlib
 import imaplib
 import json
 import os
-import select
 import shutil
 import signal
 import smtplib
@@ -32,7 +31,7 @@ from pecgateway import classify, config, pec, sample
 from pecgateway.sandbox.ca import SandboxCA
 from pecgateway.sandbox.control import ControlError, Request, send_request
 from tests.factory import pecmail
-from tests.factory.e2e import alive, descendants
+from tests.factory.e2e import alive, descendants, wait_ready
 from tests.test_sandbox_follow import rc_from
 
 pytestmark = pytest.mark.servers
@@ -114,21 +113,6 @@ class Running:
         raise AssertionError(f"no {event} in sandbox.log")
 
 
-def _wait_ready(process: subprocess.Popen[bytes]) -> None:
-    assert process.stdout is not None
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 0.5)
-        if ready:
-            line = process.stdout.readline()
-            if line.strip() == b"ready":
-                return
-            if not line:
-                break
-    process.kill()
-    raise AssertionError(f"the sandbox did not print ready: {process.communicate()}")
-
-
 def _launch(directory: Path, schema_dir: Path, *options: str) -> Running:
     """``options``: e.g. ``--first-address-grace-s 0`` where sdi01 must stop working at once."""
     process = subprocess.Popen(
@@ -147,7 +131,7 @@ def _launch(directory: Path, schema_dir: Path, *options: str) -> Running:
         stdin=subprocess.DEVNULL,
     )
     try:
-        _wait_ready(process)
+        wait_ready(process, WAIT_S)
     except BaseException:
         _stop(process)
         raise

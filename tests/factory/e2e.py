@@ -37,6 +37,7 @@ __all__ = [
     "run_until",
     "start_sandbox",
     "status_document",
+    "wait_ready",
 ]
 
 WAIT_S = 20.0  # the bound of every wait for the sandbox or the service
@@ -172,13 +173,14 @@ def start_sandbox(directory: Path, schema_dir: Path, ca_dir: Path) -> Sandbox:
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
     )
-    _wait_ready(process)
+    wait_ready(process)
     return Sandbox(directory, process)
 
 
-def _wait_ready(process: subprocess.Popen[bytes]) -> None:
+def wait_ready(process: subprocess.Popen[bytes], timeout_s: float = _READY_S) -> None:
+    """Waits for the sandbox child's `ready` line on its stdout pipe; kills it on a timeout."""
     assert process.stdout is not None
-    deadline = time.monotonic() + _READY_S
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         ready, _, _ = select.select([process.stdout], [], [], 0.5)
         if ready:
